@@ -1,0 +1,431 @@
+package vault
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// The write-back cache. With it enabled, Put and Delete only record the
+// new value (or the deletion) in memory, and FlushCache commits them all
+// in one transaction. Whole values and the dirty chunks of open files
+// share one byte budget.
+
+// defaultFileBudget bounds open files' dirty chunks while the write-back
+// cache is disabled.
+const defaultFileBudget = 64 << 20
+
+// writeCache holds pending whole values and accounts for dirty chunks.
+type writeCache struct {
+	mu         sync.Mutex
+	enabled    bool
+	capBytes   int64
+	threshold  int64
+	values     map[string]*pendingValue
+	dirs       map[string]int // live pending puts below each directory path
+	valueBytes int64          // sum of entry sizes
+	dirtyBytes int64 // bytes of open files' dirty chunks
+	seq        uint64
+
+	// flushMu serializes flushes; a write that bypasses the cache takes it
+	// to be sure no flush in progress is about to commit an older value.
+	flushMu sync.Mutex
+
+	idle     time.Duration // background flush after this quiet time; 0 = off
+	lastPut  time.Time
+	stop     chan struct{}
+	stopped  chan struct{}
+	bufMu    sync.Mutex
+	freeBufs map[int][][]byte // chunk buffers for reuse, by size
+}
+
+// pendingValue is a cached put or, with deleted set, a cached delete.
+type pendingValue struct {
+	data    []byte
+	deleted bool
+	seq     uint64 // changes on every write of the key
+	mtime   int64
+}
+
+func (p *pendingValue) size(key string) int64 { return int64(len(key) + len(p.data)) }
+
+func (c *writeCache) init() {
+	c.values = make(map[string]*pendingValue)
+	c.dirs = make(map[string]int)
+	c.freeBufs = make(map[int][][]byte)
+}
+
+// CacheOption configures EnableCache.
+type CacheOption func(*writeCache)
+
+// FlushWhenIdle makes a background goroutine flush the cache once no put
+// or delete has happened for d. Close stops it.
+func FlushWhenIdle(d time.Duration) CacheOption {
+	return func(c *writeCache) { c.idle = d }
+}
+
+// EnableCache turns on the write-back cache: puts and deletes are held in
+// memory (up to capBytes, counting key and value bytes) and committed in
+// one transaction by FlushCache, DisableCache, Close, or once
+// flushThreshold bytes are pending. A value larger than capBytes is
+// written directly. Everything in this process sees the cached state;
+// other processes see it after the flush, and between processes the last
+// flush wins. Calling it again changes the sizes.
+func (v *Vault) EnableCache(capBytes, flushThreshold int64, opts ...CacheOption) error {
+	if capBytes <= 0 || flushThreshold <= 0 || flushThreshold > capBytes {
+		return wrap("enable cache", "", fmt.Errorf("%w: need 0 < flushThreshold (%d) <= capBytes (%d)", ErrInvalidArgument, flushThreshold, capBytes))
+	}
+	if v.readOnly {
+		return wrap("enable cache", "", v.readOnlyErr())
+	}
+	if err := v.checkOpen(); err != nil {
+		return wrap("enable cache", "", err)
+	}
+	c := &v.cache
+	c.stopBackground()
+	c.mu.Lock()
+	c.enabled, c.capBytes, c.threshold, c.idle = true, capBytes, flushThreshold, 0
+	for _, o := range opts {
+		o(c)
+	}
+	idle := c.idle
+	c.mu.Unlock()
+	if idle > 0 {
+		c.startBackground(v, idle)
+	}
+	return nil
+}
+
+// DisableCache flushes the cache and turns it off. If the flush fails the
+// cache stays on, with the entries that were not written, and the error
+// is returned.
+func (v *Vault) DisableCache() error {
+	if _, err := v.FlushCache(); err != nil {
+		return err
+	}
+	v.cache.stopBackground()
+	v.cache.mu.Lock()
+	defer v.cache.mu.Unlock()
+	if len(v.cache.values) > 0 { // written by another goroutine meanwhile
+		return wrap("disable cache", "", fmt.Errorf("%w: new writes arrived during the flush; flush again", ErrBusy))
+	}
+	v.cache.enabled = false
+	return nil
+}
+
+// CacheEnabled reports whether the write-back cache is on.
+func (v *Vault) CacheEnabled() bool {
+	v.cache.mu.Lock()
+	defer v.cache.mu.Unlock()
+	return v.cache.enabled
+}
+
+// lookup returns the pending entry for key, if any.
+func (c *writeCache) lookup(key string) (pendingValue, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.values[key]
+	if p == nil {
+		return pendingValue{}, false
+	}
+	return *p, true
+}
+
+// accepts reports whether a value of n bytes goes through the cache.
+func (c *writeCache) accepts(key string, n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enabled && int64(len(key)+n) <= c.capBytes
+}
+
+// record stores a pending put (data != nil or deleted == false) or delete.
+// It reports whether the threshold is now crossed.
+func (c *writeCache) record(key string, data []byte, deleted bool) (flush bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	c.set(key, &pendingValue{data: data, deleted: deleted, seq: c.seq, mtime: time.Now().UnixNano()})
+	c.lastPut = time.Now()
+	return c.valueBytes+c.dirtyBytes >= c.threshold
+}
+
+// set replaces key's entry (nil removes it), keeping the byte count and
+// the directory counts right. c.mu must be held.
+func (c *writeCache) set(key string, p *pendingValue) {
+	old := c.values[key]
+	if old != nil {
+		c.valueBytes -= old.size(key)
+	}
+	if p != nil {
+		c.valueBytes += p.size(key)
+		c.values[key] = p
+	} else {
+		delete(c.values, key)
+	}
+	wasLive, isLive := old != nil && !old.deleted, p != nil && !p.deleted
+	if wasLive == isLive {
+		return
+	}
+	delta := 1
+	if wasLive {
+		delta = -1
+	}
+	parts, ok := treeParts(key)
+	if !ok {
+		return
+	}
+	for i := 1; i < len(parts); i++ {
+		dir := joinParts(parts[:i])
+		if c.dirs[dir] += delta; c.dirs[dir] == 0 {
+			delete(c.dirs, dir)
+		}
+	}
+}
+
+// checkPath refuses a put that the cached state makes impossible: a
+// parent that is a pending file, or a key that pending puts use as a
+// directory.
+func (c *writeCache) checkPath(kp keyPath) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := 1; i < len(kp.parts); i++ {
+		dir := joinParts(kp.parts[:i])
+		if p := c.values[dir]; p != nil && !p.deleted {
+			return fmt.Errorf("%w: %q is a file", ErrNotDir, dir)
+		}
+	}
+	if c.dirs[kp.key] > 0 {
+		return ErrIsDir
+	}
+	return nil
+}
+
+// dropIfEnabled is drop for writes that bypass the cache.
+func (c *writeCache) dropIfEnabled(key string) {
+	c.mu.Lock()
+	_, pending := c.values[key]
+	c.mu.Unlock()
+	if pending {
+		c.drop(key)
+	}
+}
+
+// drop forgets key's pending entry, waiting for a flush in progress, so a
+// direct write of key cannot be overtaken by an older cached value.
+func (c *writeCache) drop(key string) {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.set(key, nil)
+}
+
+// roomFor reports whether n more bytes fit under capBytes.
+func (c *writeCache) roomFor(n int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.valueBytes+c.dirtyBytes+n <= c.capBytes
+}
+
+// snapshot returns the pending keys under prefix, sorted in listing order.
+func (c *writeCache) snapshot(prefix string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var keys []string
+	for k := range c.values {
+		if len(k) >= len(prefix) && k[:len(prefix)] == prefix {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, compareKeys)
+	return keys
+}
+
+// FlushCache commits every pending put and delete in one transaction and
+// returns how many it committed. An entry that cannot be written (say,
+// "a/b" after another process made "a" a file) is kept and reported in
+// the error while the others commit; if the transaction itself fails
+// (disk full, read-only file) every entry is kept for the next flush. An
+// entry written again while the flush runs stays pending.
+func (v *Vault) FlushCache() (int, error) {
+	c := &v.cache
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	type item struct {
+		key string
+		p   *pendingValue
+	}
+	c.mu.Lock()
+	items := make([]item, 0, len(c.values))
+	for k, p := range c.values {
+		items = append(items, item{k, p})
+	}
+	c.mu.Unlock()
+	if len(items) == 0 {
+		return 0, nil
+	}
+	// Deletes first, then puts in key order: a cached delete of "a"
+	// followed by a put of "a/b" must free the name before it is reused.
+	slices.SortFunc(items, func(a, b item) int {
+		if a.p.deleted != b.p.deleted {
+			if a.p.deleted {
+				return -1
+			}
+			return 1
+		}
+		return compareKeys(a.key, b.key)
+	})
+	var done []item
+	var failed []error
+	err := v.update("flush", "", func(t *tx) error {
+		done, failed = done[:0], failed[:0]
+		for _, it := range items {
+			err := t.savepoint(func() error {
+				kp, err := parseKey(it.key)
+				if err != nil {
+					return err
+				}
+				if it.p.deleted {
+					if err := t.deleteKey(kp); err != nil && !errors.Is(err, ErrNotFound) {
+						return err
+					}
+					return nil
+				}
+				return t.putValue(kp, it.p.data, it.p.mtime)
+			})
+			switch {
+			case err == nil:
+				done = append(done, it)
+			case isEntryError(err):
+				failed = append(failed, wrap("flush", it.key, err))
+			default:
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	for _, it := range done {
+		if c.values[it.key] == it.p { // not rewritten meanwhile
+			c.set(it.key, nil)
+		}
+	}
+	c.mu.Unlock()
+	return len(done), errors.Join(failed...)
+}
+
+// isEntryError reports whether a flush error belongs to one entry (a key
+// that cannot be written as it stands) rather than to the transaction.
+func isEntryError(err error) bool {
+	return errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrPermission) || errors.Is(err, ErrExists)
+}
+
+// addDirty accounts for delta bytes of dirty chunks.
+func (c *writeCache) addDirty(delta int64) {
+	c.mu.Lock()
+	c.dirtyBytes += delta
+	c.mu.Unlock()
+}
+
+// budget is the byte limit for pending values and dirty chunks.
+func (c *writeCache) budget() (used, limit int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	limit = defaultFileBudget
+	if c.enabled {
+		limit = c.capBytes
+	}
+	return c.valueBytes + c.dirtyBytes, limit
+}
+
+// reserve makes room for n new dirty chunks of oi before a write adds
+// them: first it writes out completely filled dirty chunks of any open
+// file, then pending values, then everything. A copy of any size thus
+// needs no more memory than the budget.
+func (c *writeCache) reserve(v *Vault, oi *openInode, n int64) error {
+	need := n * oi.cs
+	for step := 0; ; step++ {
+		used, limit := c.budget()
+		if used+need <= limit {
+			return nil
+		}
+		var err error
+		switch step {
+		case 0:
+			for _, o := range v.files.all() {
+				if err = o.commit(v, true); err != nil {
+					break
+				}
+			}
+		case 1:
+			_, err = v.FlushCache()
+		case 2:
+			err = v.files.flushAll(v)
+		default:
+			return nil // a single write bigger than the budget: let it through
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// chunkBuf returns a buffer of n bytes for a dirty chunk, reusing freed
+// ones: first-touched memory is slow, recycled memory is not.
+func (c *writeCache) chunkBuf(n int) []byte {
+	c.bufMu.Lock()
+	defer c.bufMu.Unlock()
+	if free := c.freeBufs[n]; len(free) > 0 {
+		b := free[len(free)-1]
+		c.freeBufs[n] = free[:len(free)-1]
+		return b
+	}
+	return make([]byte, n)
+}
+
+// putChunkBuf returns a buffer for reuse, keeping at most
+// defaultFileBudget bytes of them.
+func (c *writeCache) putChunkBuf(b []byte) {
+	c.bufMu.Lock()
+	defer c.bufMu.Unlock()
+	if free := c.freeBufs[len(b)]; len(free)*len(b) < defaultFileBudget {
+		c.freeBufs[len(b)] = append(free, b)
+	}
+}
+
+// startBackground flushes after every quiet interval until stopped.
+func (c *writeCache) startBackground(v *Vault, idle time.Duration) {
+	c.stop, c.stopped = make(chan struct{}), make(chan struct{})
+	go func(stop, stopped chan struct{}) {
+		defer close(stopped)
+		tick := time.NewTicker(idle / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				c.mu.Lock()
+				quiet := len(c.values) > 0 && time.Since(c.lastPut) >= idle
+				c.mu.Unlock()
+				if quiet {
+					v.FlushCache() // a failure keeps the entries; the next tick retries
+				}
+			}
+		}
+	}(c.stop, c.stopped)
+}
+
+// stopBackground stops the background flusher and waits for it.
+func (c *writeCache) stopBackground() {
+	if c.stop != nil {
+		close(c.stop)
+		<-c.stopped
+		c.stop, c.stopped = nil, nil
+	}
+}

@@ -1,0 +1,592 @@
+package vault
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+// Inode-level operations: the POSIX view of the vault that the mount
+// (package fs) is built on. Entries are named by (parent inode, name);
+// uid, gid and mode come from the caller, already masked by its umask.
+
+// DirEntry is one entry of a directory listing.
+type DirEntry struct {
+	Name   string
+	Ino    int64
+	Kind   Kind
+	Cookie int64 // pass as ReadDir's after to continue after this entry
+}
+
+// GetInode returns inode ino, with this process's uncommitted size and
+// times merged in.
+func (v *Vault) GetInode(ino int64) (Inode, error) {
+	var in Inode
+	err := v.view("getattr", "", func(q *sql.Tx) error {
+		var err error
+		in, err = v.loadInode(q, ino)
+		return err
+	})
+	if err != nil {
+		return in, err
+	}
+	if oi := v.files.lookup(ino); oi != nil {
+		oi.merge(&in)
+	}
+	return in, nil
+}
+
+// Lookup returns the inode that name in directory parent refers to.
+func (v *Vault) Lookup(parent int64, name string) (Inode, error) {
+	var in Inode
+	err := v.view("lookup", name, func(q *sql.Tx) error {
+		var err error
+		in, err = v.lookupEntry(q, parent, name)
+		return err
+	})
+	if err != nil {
+		return in, err
+	}
+	if oi := v.files.lookup(in.ID); oi != nil {
+		oi.merge(&in)
+	}
+	return in, nil
+}
+
+// ReadDir returns up to limit entries of dir that follow the entry with
+// cookie after (0 for the start), in cookie order. Cookies are stable:
+// entries added or removed during a listing never make it skip or repeat
+// others.
+func (v *Vault) ReadDir(dir, after int64, limit int) ([]DirEntry, error) {
+	var out []DirEntry
+	err := v.view("readdir", "", func(q *sql.Tx) error {
+		rows, err := q.Query(v.sql(`SELECT d.id, d.name, d.child, i.kind FROM {t}_dentries d
+			JOIN {t}_inodes i ON i.id = d.child
+			WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?`), dir, after, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var e DirEntry
+			if err := rows.Scan(&e.Cookie, &e.Name, &e.Ino, &e.Kind); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// Mknod creates a file, FIFO, socket or device node name in parent.
+// A setgid parent passes on its group (and, to directories, the bit).
+func (v *Vault) Mknod(parent int64, name string, kind Kind, mode, uid, gid, rdev uint32) (Inode, error) {
+	return v.createEntry("create", parent, name, kind, mode, uid, gid, "", rdev)
+}
+
+// Mkdir creates directory name in parent.
+func (v *Vault) Mkdir(parent int64, name string, mode, uid, gid uint32) (Inode, error) {
+	return v.createEntry("mkdir", parent, name, KindDir, mode, uid, gid, "", 0)
+}
+
+// Symlink creates a symbolic link name in parent pointing at target.
+func (v *Vault) Symlink(parent int64, name, target string, uid, gid uint32) (Inode, error) {
+	if target == "" || len(target) > 4095 {
+		return Inode{}, wrap("symlink", name, fmt.Errorf("%w: target of %d bytes", ErrInvalidArgument, len(target)))
+	}
+	return v.createEntry("symlink", parent, name, KindSymlink, 0o777, uid, gid, target, 0)
+}
+
+func (v *Vault) createEntry(op string, parent int64, name string, kind Kind, mode, uid, gid uint32, target string, rdev uint32) (Inode, error) {
+	var in Inode
+	err := v.update(op, name, func(t *tx) error {
+		p, err := v.loadInode(t, parent)
+		if err != nil {
+			return err
+		}
+		if p.Mode&syscall.S_ISGID != 0 {
+			gid = p.GID
+			if kind == KindDir {
+				mode |= syscall.S_ISGID
+			}
+		}
+		in, err = t.create(parent, name, kind, mode, uid, gid, target, rdev)
+		return err
+	})
+	return in, err
+}
+
+// Link adds name in parent as a new link to the existing inode ino.
+func (v *Vault) Link(ino, parent int64, name string) (Inode, error) {
+	var in Inode
+	err := v.update("link", name, func(t *tx) error {
+		var err error
+		if in, err = v.loadInode(t, ino); err != nil {
+			return err
+		}
+		switch {
+		case in.Kind == KindDir:
+			return fmt.Errorf("%w: cannot hard-link a directory", ErrPermission)
+		case in.Nlink == 0:
+			return ErrNotFound // unlinked while open: linkat(2) gives ENOENT
+		}
+		if err := validName(name); err != nil {
+			return err
+		}
+		if err := t.checkParent(parent); err != nil {
+			return err
+		}
+		return t.addEntry(parent, name, &in)
+	})
+	if err == nil {
+		if oi := v.files.lookup(in.ID); oi != nil {
+			oi.merge(&in)
+		}
+	}
+	return in, err
+}
+
+// Unlink removes the entry name (not a directory) from parent. The inode
+// is freed with its last link, or at the last close if it is open.
+func (v *Vault) Unlink(parent int64, name string) error {
+	return v.update("unlink", name, func(t *tx) error {
+		if isReserved(parent, name) {
+			return fmt.Errorf("%w: %s is managed by the vault", ErrPermission, "/"+ReservedDir)
+		}
+		in, err := v.lookupEntry(t, parent, name)
+		if err != nil {
+			return err
+		}
+		if in.Kind == KindDir {
+			return ErrIsDir
+		}
+		return t.removeEntry(parent, name, in)
+	})
+}
+
+// Rmdir removes the empty directory name from parent.
+func (v *Vault) Rmdir(parent int64, name string) error {
+	return v.update("rmdir", name, func(t *tx) error {
+		if isReserved(parent, name) || parent == keysIno {
+			return fmt.Errorf("%w: %s is managed by the vault", ErrPermission, "/"+ReservedDir)
+		}
+		in, err := v.lookupEntry(t, parent, name)
+		if err != nil {
+			return err
+		}
+		if in.Kind != KindDir {
+			return ErrNotDir
+		}
+		if empty, err := v.isEmptyDir(t, in.ID); err != nil {
+			return err
+		} else if !empty {
+			return ErrNotEmpty
+		}
+		return t.removeEntry(parent, name, in)
+	})
+}
+
+// RenameFlags are rename(2)'s flags.
+type RenameFlags uint32
+
+// Flags of RenameEntry, with the values renameat2(2) gives them.
+const (
+	RenameNoReplace RenameFlags = 1 // fail with ErrExists if the target exists
+	RenameExchange  RenameFlags = 2 // swap source and target atomically
+)
+
+// RenameEntry moves name in parent to newName in newParent, atomically,
+// as rename(2): a file replaces a file, a directory replaces an empty
+// directory, and a directory of any size moves by changing one row.
+func (v *Vault) RenameEntry(parent int64, name string, newParent int64, newName string, flags RenameFlags) error {
+	return v.update("rename", name, func(t *tx) error {
+		return t.rename(entryRef{parent, name, ""}, entryRef{newParent, newName, ""}, flags)
+	})
+}
+
+// entryRef names a directory entry; binKey is set for an entry in the
+// binary-keys directory created by a key-level rename.
+type entryRef struct {
+	parent int64
+	name   string
+	binKey string
+}
+
+func (t *tx) rename(src, dst entryRef, flags RenameFlags) error {
+	v := t.v
+	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return fmt.Errorf("%w: rename flags %#x", ErrInvalidArgument, flags)
+	}
+	if isReserved(src.parent, src.name) || isReserved(dst.parent, dst.name) ||
+		(dst.parent == keysIno && dst.binKey == "") {
+		return fmt.Errorf("%w: %s is managed by the vault", ErrPermission, "/"+ReservedDir)
+	}
+	if err := validName(dst.name); err != nil {
+		return err
+	}
+	from, err := v.lookupEntry(t, src.parent, src.name)
+	if err != nil {
+		return err
+	}
+	if err := t.checkParent(dst.parent); err != nil && dst.parent != keysIno {
+		return err
+	}
+	to, err := v.lookupEntry(t, dst.parent, dst.name)
+	exists := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if from.Kind == KindDir {
+		if below, err := v.isAncestor(t, from.ID, dst.parent); err != nil {
+			return err
+		} else if below {
+			return fmt.Errorf("%w: cannot move a directory into itself", ErrInvalidArgument)
+		}
+	}
+	switch {
+	case flags&RenameExchange != 0:
+		if !exists {
+			return ErrNotFound
+		}
+		return t.exchange(src, dst, from, to)
+	case exists && flags&RenameNoReplace != 0:
+		return ErrExists
+	case exists && to.ID == from.ID:
+		return nil // two links to one inode: rename(2) does nothing
+	case exists:
+		if err := checkReplace(t, from, to); err != nil {
+			return err
+		}
+		if err := t.removeEntry(dst.parent, dst.name, to); err != nil {
+			return err
+		}
+	}
+	if _, err := t.Exec(v.sql(`UPDATE {t}_dentries SET parent = ?, name = ? WHERE parent = ? AND name = ?`),
+		dst.parent, dst.name, src.parent, src.name); err != nil {
+		return err
+	}
+	if err := t.moveBinKey(src, dst); err != nil {
+		return err
+	}
+	if from.Kind == KindDir && src.parent != dst.parent {
+		if err := t.addLinks(src.parent, -1); err != nil {
+			return err
+		}
+		if err := t.addLinks(dst.parent, 1); err != nil {
+			return err
+		}
+	}
+	if _, err := t.Exec(v.sql(`UPDATE {t}_inodes SET ctime = ? WHERE id = ?`), t.now, from.ID); err != nil {
+		return err
+	}
+	if err := t.touch(src.parent); err != nil {
+		return err
+	}
+	return t.touch(dst.parent)
+}
+
+// checkReplace applies rename(2)'s rules for replacing an existing entry.
+func checkReplace(t *tx, from, to Inode) error {
+	switch {
+	case from.Kind == KindDir && to.Kind != KindDir:
+		return ErrNotDir
+	case from.Kind != KindDir && to.Kind == KindDir:
+		return ErrIsDir
+	case to.Kind == KindDir:
+		empty, err := t.v.isEmptyDir(t, to.ID)
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return ErrNotEmpty
+		}
+	}
+	return nil
+}
+
+// exchange swaps the inodes two entries refer to (RENAME_EXCHANGE).
+func (t *tx) exchange(a, b entryRef, ain, bin Inode) error {
+	v := t.v
+	if bin.Kind == KindDir {
+		if below, err := v.isAncestor(t, bin.ID, a.parent); err != nil {
+			return err
+		} else if below {
+			return fmt.Errorf("%w: cannot move a directory into itself", ErrInvalidArgument)
+		}
+	}
+	if a.parent == keysIno || b.parent == keysIno {
+		return fmt.Errorf("%w: %s is managed by the vault", ErrPermission, "/"+ReservedDir)
+	}
+	for _, e := range []struct {
+		ref   entryRef
+		child int64
+	}{{a, bin.ID}, {b, ain.ID}} {
+		if _, err := t.Exec(v.sql(`UPDATE {t}_dentries SET child = ? WHERE parent = ? AND name = ?`), e.child, e.ref.parent, e.ref.name); err != nil {
+			return err
+		}
+	}
+	if a.parent != b.parent && ain.Kind != bin.Kind {
+		// A directory changed parents: move its ".." link.
+		da, db := 1, -1
+		if ain.Kind == KindDir {
+			da, db = -1, 1
+		}
+		if err := t.addLinks(a.parent, da); err != nil {
+			return err
+		}
+		if err := t.addLinks(b.parent, db); err != nil {
+			return err
+		}
+	}
+	if _, err := t.Exec(v.sql(`UPDATE {t}_inodes SET ctime = ?1 WHERE id IN (?2, ?3)`), t.now, ain.ID, bin.ID); err != nil {
+		return err
+	}
+	if err := t.touch(a.parent); err != nil {
+		return err
+	}
+	return t.touch(b.parent)
+}
+
+// moveBinKey keeps the binary-keys table in step with an entry moving
+// out of, or into, the binary-keys directory.
+func (t *tx) moveBinKey(src, dst entryRef) error {
+	if src.parent == keysIno {
+		if _, err := t.Exec(t.v.sql(`DELETE FROM {t}_binkeys WHERE name = ?`), src.name); err != nil {
+			return err
+		}
+	}
+	if dst.parent == keysIno {
+		_, err := t.Exec(t.v.sql(`INSERT OR REPLACE INTO {t}_binkeys (key, name) VALUES (?, ?)`), []byte(dst.binKey), dst.name)
+		return err
+	}
+	return nil
+}
+
+// SetAttr says which attributes SetAttr changes: nil fields stay.
+type SetAttr struct {
+	Mode  *uint32 // permission bits (07777)
+	UID   *uint32
+	GID   *uint32
+	Size  *int64
+	Atime *int64 // ns since the epoch
+	Mtime *int64
+}
+
+// SetAttr changes an inode's attributes, as chmod, chown, truncate and
+// utimensat do, and returns the result. Every change sets ctime; an
+// explicit mtime also overrides the time of writes not yet committed.
+func (v *Vault) SetAttr(ino int64, a SetAttr) (Inode, error) {
+	oi := v.files.lookup(ino)
+	if a.Size != nil {
+		if *a.Size < 0 {
+			return Inode{}, wrap("setattr", "", fmt.Errorf("%w: negative size", ErrInvalidArgument))
+		}
+		var err error
+		if oi != nil {
+			err = oi.truncate(v, *a.Size)
+		} else {
+			err = v.truncateClosed(ino, *a.Size)
+		}
+		if err != nil {
+			return Inode{}, wrap("setattr", "", err)
+		}
+	}
+	if a.Mode != nil || a.UID != nil || a.GID != nil || a.Atime != nil || a.Mtime != nil {
+		if err := v.setMeta(ino, a, oi); err != nil {
+			return Inode{}, err
+		}
+	}
+	return v.GetInode(ino)
+}
+
+// setMeta writes the attributes other than the size in one statement;
+// NULL keeps a column.
+func (v *Vault) setMeta(ino int64, a SetAttr, oi *openInode) error {
+	if oi != nil {
+		oi.mu.Lock() // so no commit of pending times races the new mtime
+		defer oi.mu.Unlock()
+	}
+	err := v.update("setattr", "", func(t *tx) error {
+		res, err := t.Exec(v.sql(`UPDATE {t}_inodes SET mode = coalesce(?, mode), uid = coalesce(?, uid),
+			gid = coalesce(?, gid), atime = coalesce(?, atime), mtime = coalesce(?, mtime), ctime = ? WHERE id = ?`),
+			ptrVal(a.Mode, 07777), ptrVal(a.UID, ^uint32(0)), ptrVal(a.GID, ^uint32(0)), a.Atime, a.Mtime, t.now, ino)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err == nil && oi != nil && a.Mtime != nil {
+		oi.timesDirty = false
+	}
+	return err
+}
+
+// truncateClosed changes the size of an inode not open in this process.
+func (v *Vault) truncateClosed(ino int64, size int64) error {
+	return v.update("truncate", "", func(t *tx) error {
+		in, err := v.loadInode(t, ino)
+		if err != nil {
+			return err
+		}
+		if err := regularFile(in); err != nil {
+			return err
+		}
+		if err := t.truncateChunks(ino, in.ChunkSize, size); err != nil {
+			return err
+		}
+		_, err = t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?1, mtime = ?2, ctime = ?2, generation = generation + 1 WHERE id = ?3`), size, t.now, ino)
+		v.reads.dropInode(ino)
+		return err
+	})
+}
+
+// Xattr limits, as Linux's.
+const (
+	maxXattrName  = 255
+	maxXattrValue = 64 << 10
+)
+
+// XattrFlags are setxattr(2)'s flags.
+type XattrFlags uint32
+
+// Flags of SetXattr.
+const (
+	XattrCreate  XattrFlags = 1 // fail with ErrExists if the attribute exists
+	XattrReplace XattrFlags = 2 // fail with ErrNotFound if it does not
+)
+
+// GetXattr returns an extended attribute's value, or ErrNotFound.
+func (v *Vault) GetXattr(ino int64, name string) ([]byte, error) {
+	var val []byte
+	err := v.view("getxattr", name, func(q *sql.Tx) error {
+		err := q.QueryRow(v.sql(`SELECT value FROM {t}_xattrs WHERE inode = ? AND name = ?`), ino, name).Scan(&val)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
+	})
+	return val, err
+}
+
+// SetXattr sets an extended attribute.
+func (v *Vault) SetXattr(ino int64, name string, value []byte, flags XattrFlags) error {
+	switch {
+	case name == "" || len(name) > maxXattrName:
+		return wrap("setxattr", name, fmt.Errorf("%w: attribute name of %d bytes", ErrNameTooLong, len(name)))
+	case len(value) > maxXattrValue:
+		return wrap("setxattr", name, fmt.Errorf("%w: value of %d bytes, over %d", ErrInvalidArgument, len(value), maxXattrValue))
+	}
+	return v.update("setxattr", name, func(t *tx) error {
+		var n int
+		if err := t.QueryRow(v.sql(`SELECT count(*) FROM {t}_xattrs WHERE inode = ? AND name = ?`), ino, name).Scan(&n); err != nil {
+			return err
+		}
+		switch {
+		case n > 0 && flags&XattrCreate != 0:
+			return ErrExists
+		case n == 0 && flags&XattrReplace != 0:
+			return ErrNotFound
+		}
+		if value == nil {
+			value = []byte{}
+		}
+		if _, err := t.Exec(v.sql(`INSERT OR REPLACE INTO {t}_xattrs (inode, name, value) VALUES (?, ?, ?)`), ino, name, value); err != nil {
+			return err
+		}
+		_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET ctime = ? WHERE id = ?`), t.now, ino)
+		return err
+	})
+}
+
+// ListXattr returns the names of an inode's extended attributes.
+func (v *Vault) ListXattr(ino int64) ([]string, error) {
+	var names []string
+	err := v.view("listxattr", "", func(q *sql.Tx) error {
+		rows, err := q.Query(v.sql(`SELECT name FROM {t}_xattrs WHERE inode = ? ORDER BY name`), ino)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				return err
+			}
+			names = append(names, n)
+		}
+		return rows.Err()
+	})
+	return names, err
+}
+
+// RemoveXattr deletes an extended attribute, or returns ErrNotFound.
+func (v *Vault) RemoveXattr(ino int64, name string) error {
+	return v.update("removexattr", name, func(t *tx) error {
+		res, err := t.Exec(v.sql(`DELETE FROM {t}_xattrs WHERE inode = ? AND name = ?`), ino, name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		_, err = t.Exec(v.sql(`UPDATE {t}_inodes SET ctime = ? WHERE id = ?`), t.now, ino)
+		return err
+	})
+}
+
+// FSStats describes the space of the vault, for statfs(2).
+type FSStats struct {
+	DBBytes   int64  // bytes the database file occupies
+	FreeBytes int64  // free pages inside the file plus free space on its disk
+	DiskFree  int64  // free space on the database's file system for this user
+	Inodes    int64  // inodes in use
+	PageSize  int    // the database page size
+	NameMax   uint32 // longest name
+}
+
+// StatFS reports the database's size and the room left for it.
+func (v *Vault) StatFS() (FSStats, error) {
+	var st FSStats
+	var pages, free int64
+	err := v.view("statfs", "", func(q *sql.Tx) error {
+		for _, p := range []struct {
+			q   string
+			dst any
+		}{
+			{"PRAGMA page_count", &pages},
+			{"PRAGMA freelist_count", &free},
+			{"PRAGMA page_size", &st.PageSize},
+			{v.sql(`SELECT count(*) FROM {t}_inodes`), &st.Inodes},
+		} {
+			if err := q.QueryRow(p.q).Scan(p.dst); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(v.path, &sfs); err != nil {
+		return st, wrap("statfs", v.path, err)
+	}
+	st.DBBytes = pages * int64(st.PageSize)
+	st.DiskFree = int64(sfs.Bavail) * sfs.Bsize
+	st.FreeBytes = free*int64(st.PageSize) + st.DiskFree
+	st.NameMax = MaxNameLen
+	return st, nil
+}
+
+// ptrVal dereferences p, masked; nil stays nil (NULL keeps the column).
+func ptrVal(p *uint32, mask uint32) any {
+	if p == nil {
+		return nil
+	}
+	return *p & mask
+}

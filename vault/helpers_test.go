@@ -1,0 +1,53 @@
+package vault
+
+import (
+	"path/filepath"
+	"testing"
+)
+
+// openTest opens a fresh vault in a temp dir, closed at the end of the test.
+func openTest(t testing.TB, opts *Options) *Vault {
+	t.Helper()
+	v, err := Open(filepath.Join(t.TempDir(), "test.db"), opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+// smallChunks returns options with a small chunk size, so tests cross
+// chunk boundaries with little data.
+func smallChunks() *Options {
+	o := DefaultOptions()
+	o.ChunkSize = 4096
+	return o
+}
+
+func mustPut(t testing.TB, v *Vault, key string, val []byte) {
+	t.Helper()
+	if err := v.Put(key, val); err != nil {
+		t.Fatalf("Put(%q): %v", key, err)
+	}
+}
+
+func mustGet(t testing.TB, v *Vault, key string) []byte {
+	t.Helper()
+	b, err := v.Get(key)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", key, err)
+	}
+	return b
+}
+
+func allKeys(t testing.TB, v *Vault, prefix string) []string {
+	t.Helper()
+	var out []string
+	for k, err := range v.Keys(prefix) {
+		if err != nil {
+			t.Fatalf("Keys(%q): %v", prefix, err)
+		}
+		out = append(out, k)
+	}
+	return out
+}

@@ -1,0 +1,486 @@
+package vault
+
+import (
+	"database/sql"
+	"io"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Open inodes. Every File of one inode in this process shares one
+// openInode: its size and times as the writers see them, and its dirty
+// chunks, which live in the write-back cache's byte budget until a flush
+// (fsync, close, FlushCache) commits them or the budget forces them out.
+
+// openFiles is the registry of inodes open in this process.
+type openFiles struct {
+	mu sync.Mutex
+	m  map[int64]*openInode
+}
+
+// openInode is the shared state of an open inode. Lock order: mu before
+// any database transaction; never two openInode locks at once.
+type openInode struct {
+	ino  int64
+	refs int // Files open on it; guarded by openFiles.mu
+	cs   int64
+
+	mu         sync.RWMutex
+	size       int64 // the size writers see, dirty data included
+	stored     int64 // no stored chunk row holds data at or past this offset
+	dirty      map[int64]*dirtyChunk
+	mtime      int64 // pending times, valid when timesDirty
+	ctime      int64
+	timesDirty bool
+}
+
+// dirtyChunk is a chunk's full current contents: buf[:n] are its bytes,
+// and the chunk reads as zeros from n to the chunk size.
+type dirtyChunk struct {
+	buf []byte
+	n   int
+}
+
+func (f *openFiles) isOpen(ino int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[ino] != nil
+}
+
+// lookup returns the open state of ino, or nil.
+func (f *openFiles) lookup(ino int64) *openInode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[ino]
+}
+
+// all returns every open inode.
+func (f *openFiles) all() []*openInode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*openInode, 0, len(f.m))
+	for _, oi := range f.m {
+		out = append(out, oi)
+	}
+	return out
+}
+
+// acquire opens in for this process: the first open of an inode records
+// it in the database under this process's session, so that no process
+// frees its data while it is open here.
+func (v *Vault) acquire(in Inode) (*openInode, error) {
+	v.files.mu.Lock()
+	if oi := v.files.m[in.ID]; oi != nil {
+		oi.refs++
+		v.files.mu.Unlock()
+		return oi, nil
+	}
+	v.files.mu.Unlock()
+	if err := v.registerOpen(in.ID); err != nil {
+		return nil, err
+	}
+	v.files.mu.Lock()
+	defer v.files.mu.Unlock()
+	if oi := v.files.m[in.ID]; oi != nil { // another goroutine won the race
+		oi.refs++
+		return oi, nil
+	}
+	oi := &openInode{ino: in.ID, refs: 1, cs: int64(in.ChunkSize), size: in.Size, stored: in.Size}
+	if oi.cs == 0 {
+		oi.cs = int64(v.opts.ChunkSize)
+	}
+	if v.files.m == nil {
+		v.files.m = make(map[int64]*openInode)
+	}
+	v.files.m[in.ID] = oi
+	return oi, nil
+}
+
+// releaseInode drops one reference. The last one commits the dirty data
+// and, if the inode lost its last link while open, frees it. If the
+// commit fails the dirty data stays registered, so FlushCache or Close
+// retries it, and the error is returned.
+func (v *Vault) releaseInode(oi *openInode) error {
+	err := oi.commit(v, false)
+	v.files.mu.Lock()
+	oi.refs--
+	last := oi.refs == 0 && !oi.hasDirty()
+	if last {
+		delete(v.files.m, oi.ino)
+	}
+	v.files.mu.Unlock()
+	if err != nil || !last {
+		return err
+	}
+	return v.closedInode(oi.ino)
+}
+
+func (oi *openInode) hasDirty() bool {
+	oi.mu.RLock()
+	defer oi.mu.RUnlock()
+	return len(oi.dirty) > 0 || oi.timesDirty
+}
+
+// flushAll commits the dirty data of every open inode.
+func (f *openFiles) flushAll(v *Vault) error {
+	var first error
+	for _, oi := range f.all() {
+		if err := oi.commit(v, false); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// readAt reads into p from off, merging dirty chunks with stored ones.
+func (oi *openInode) readAt(v *Vault, p []byte, off int64) (int, error) {
+	oi.mu.RLock()
+	defer oi.mu.RUnlock()
+	if off >= oi.size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	end := min(off+int64(want), oi.size)
+	p = p[:end-off]
+	var fetch []int64 // chunks to read from the database
+	for idx := off / oi.cs; idx*oi.cs < end; idx++ {
+		start := idx * oi.cs
+		dst := p[max(start, off)-off : min(start+oi.cs, end)-off]
+		within := int(max(off-start, 0)) // offset of dst inside the chunk
+		switch dc := oi.dirty[idx]; {
+		case dc != nil:
+			copyChunk(dst, dc.buf[:dc.n], within)
+		case start >= oi.stored:
+			clear(dst)
+		default:
+			fetch = append(fetch, idx)
+		}
+	}
+	if len(fetch) > 0 {
+		if err := v.fetchChunks(oi.ino, oi.cs, fetch, p, off); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) < want {
+		return len(p), io.EOF
+	}
+	return len(p), nil
+}
+
+// copyChunk copies a chunk's bytes from within into dst, with zeros past
+// the stored bytes.
+func copyChunk(dst, data []byte, within int) {
+	n := 0
+	if within < len(data) {
+		n = copy(dst, data[within:])
+	}
+	clear(dst[n:])
+}
+
+// fetchChunks reads the listed chunks (ascending) of ino into p, which
+// holds the file's bytes from off, using the read cache where the inode's
+// generation still matches. One read transaction sees one version.
+func (v *Vault) fetchChunks(ino, cs int64, idxs []int64, p []byte, off int64) error {
+	return v.view("read", "", func(q *sql.Tx) error {
+		var gen int64
+		if err := q.QueryRow(v.sql(`SELECT generation FROM {t}_inodes WHERE id = ?`), ino).Scan(&gen); err != nil {
+			return err
+		}
+		dstOf := func(idx int64) ([]byte, int) {
+			start := idx * cs
+			lo, hi := max(start, off), min(start+cs, off+int64(len(p)))
+			return p[lo-off : hi-off], int(lo - start)
+		}
+		var missing []int64
+		for _, idx := range idxs {
+			dst, within := dstOf(idx)
+			stored, ok := v.reads.copyOut(dst, ino, idx, gen, within)
+			if !ok {
+				missing = append(missing, idx)
+				continue
+			}
+			if within+len(dst) > stored {
+				clear(dst[max(stored-within, 0):])
+			}
+		}
+		for len(missing) > 0 {
+			run := 1 // a run of consecutive chunks is one range query
+			for run < len(missing) && missing[run] == missing[run-1]+1 {
+				run++
+			}
+			for _, idx := range missing[:run] {
+				dst, _ := dstOf(idx)
+				clear(dst) // holes stay zero
+			}
+			err := v.scanChunks(q, ino, missing[0], missing[run-1], func(idx int64, data []byte) error {
+				dst, within := dstOf(idx)
+				copyChunk(dst, data, within)
+				v.reads.put(ino, idx, gen, data)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			missing = missing[run:]
+		}
+		return nil
+	})
+}
+
+// writeAt writes p at off into dirty chunks. Chunks that the write only
+// partly covers start from their stored contents.
+func (oi *openInode) writeAt(v *Vault, p []byte, off int64) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if err := v.cache.reserve(v, oi, chunksSpanned(oi.cs, off, len(p))); err != nil {
+		return err
+	}
+	oi.mu.Lock()
+	defer oi.mu.Unlock()
+	return oi.writeLocked(v, p, off)
+}
+
+// appendData writes p at the end of the file, choosing the offset under
+// the same lock as the write, and returns the offset.
+func (oi *openInode) appendData(v *Vault, p []byte) (int64, error) {
+	oi.mu.RLock()
+	estimate := oi.size
+	oi.mu.RUnlock()
+	if err := v.cache.reserve(v, oi, chunksSpanned(oi.cs, estimate, len(p))); err != nil {
+		return 0, err
+	}
+	oi.mu.Lock()
+	defer oi.mu.Unlock()
+	off := oi.size
+	return off, oi.writeLocked(v, p, off)
+}
+
+// chunksSpanned counts the chunks that n bytes at off touch.
+func chunksSpanned(cs, off int64, n int) int64 {
+	if n == 0 {
+		return 0
+	}
+	return (off+int64(n)-1)/cs - off/cs + 1
+}
+
+// writeLocked is writeAt with oi.mu held.
+func (oi *openInode) writeLocked(v *Vault, p []byte, off int64) error {
+	if len(p) == 0 {
+		return nil
+	}
+	end := off + int64(len(p))
+	for idx := off / oi.cs; idx*oi.cs < end; idx++ {
+		start := idx * oi.cs
+		lo, hi := max(start, off), min(start+oi.cs, end)
+		dc, err := oi.dirtyChunk(v, idx, lo, hi)
+		if err != nil {
+			return err
+		}
+		rel := int(lo - start)
+		if rel > dc.n {
+			clear(dc.buf[dc.n:rel])
+		}
+		copy(dc.buf[rel:], p[lo-off:hi-off])
+		dc.n = max(dc.n, int(hi-start))
+	}
+	oi.size = max(oi.size, end)
+	oi.touch()
+	return nil
+}
+
+// touch records a data change now; the times are committed with the data.
+func (oi *openInode) touch() {
+	now := time.Now().UnixNano()
+	oi.mtime, oi.ctime, oi.timesDirty = now, now, true
+}
+
+// dirtyChunk returns chunk idx's dirty copy, creating it for a write of
+// [lo, hi). The stored contents are read only when the write leaves some
+// stored bytes of the chunk in place.
+func (oi *openInode) dirtyChunk(v *Vault, idx, lo, hi int64) (*dirtyChunk, error) {
+	if dc := oi.dirty[idx]; dc != nil {
+		return dc, nil
+	}
+	start := idx * oi.cs
+	dc := &dirtyChunk{buf: v.cache.chunkBuf(int(oi.cs))}
+	storedEnd := min(start+oi.cs, oi.stored)
+	if start < storedEnd && (lo > start || hi < storedEnd) {
+		err := v.view("write", "", func(q *sql.Tx) error {
+			return v.scanChunks(q, oi.ino, idx, idx, func(_ int64, data []byte) error {
+				dc.n = copy(dc.buf, data)
+				return nil
+			})
+		})
+		if err != nil {
+			v.cache.putChunkBuf(dc.buf)
+			return nil, err
+		}
+	}
+	if oi.dirty == nil {
+		oi.dirty = make(map[int64]*dirtyChunk)
+	}
+	oi.dirty[idx] = dc
+	v.cache.addDirty(oi.cs)
+	return dc, nil
+}
+
+// commit writes dirty chunks and the size and times in one transaction.
+// With fullOnly it writes only chunks that are completely filled (the
+// budget's early write-out, which leaves partial chunks to grow).
+func (oi *openInode) commit(v *Vault, fullOnly bool) error {
+	oi.mu.Lock()
+	defer oi.mu.Unlock()
+	var idxs []int64
+	for idx, dc := range oi.dirty {
+		if !fullOnly || int64(dc.n) == oi.cs {
+			idxs = append(idxs, idx)
+		}
+	}
+	if len(idxs) == 0 && (fullOnly || !oi.timesDirty) {
+		return nil
+	}
+	slices.Sort(idxs)
+	var dataEnd int64
+	err := v.update("write", "", func(t *tx) error {
+		for _, idx := range idxs {
+			dc := oi.dirty[idx]
+			if err := t.putChunk(oi.ino, idx, dc.buf[:dc.n]); err != nil {
+				return err
+			}
+			dataEnd = max(dataEnd, idx*oi.cs+int64(dc.n))
+		}
+		size := oi.size
+		if fullOnly {
+			// Only part of the file is committed: grow the stored size to
+			// cover what was written, no further.
+			size = min(oi.size, dataEnd)
+			_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET size = max(size, ?), generation = generation + 1 WHERE id = ?`), size, oi.ino)
+			return err
+		}
+		if !oi.timesDirty {
+			_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?, generation = generation + 1 WHERE id = ?`), size, oi.ino)
+			return err
+		}
+		_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?, mtime = ?, ctime = ?, generation = generation + 1 WHERE id = ?`),
+			size, oi.mtime, oi.ctime, oi.ino)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, idx := range idxs {
+		v.cache.putChunkBuf(oi.dirty[idx].buf)
+		delete(oi.dirty, idx)
+		v.cache.addDirty(-oi.cs)
+	}
+	oi.stored = max(oi.stored, dataEnd)
+	if !fullOnly {
+		oi.timesDirty = false
+	}
+	v.reads.dropInode(oi.ino)
+	return nil
+}
+
+// truncate sets the size, committing at once: dirty chunks past the new
+// end are dropped, the one it falls inside is cut, and stored rows past
+// it are deleted, so that growing the file again exposes zeros.
+func (oi *openInode) truncate(v *Vault, size int64) error {
+	oi.mu.Lock()
+	defer oi.mu.Unlock()
+	for idx, dc := range oi.dirty {
+		start := idx * oi.cs
+		switch {
+		case start >= size:
+			v.cache.putChunkBuf(dc.buf)
+			delete(oi.dirty, idx)
+			v.cache.addDirty(-oi.cs)
+		case size-start < int64(dc.n):
+			clear(dc.buf[size-start : dc.n])
+			dc.n = int(size - start)
+		}
+	}
+	err := v.update("truncate", "", func(t *tx) error {
+		if err := t.truncateChunks(oi.ino, int(oi.cs), size); err != nil {
+			return err
+		}
+		_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?1, mtime = ?2, ctime = ?2, generation = generation + 1 WHERE id = ?3`),
+			size, t.now, oi.ino)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	oi.size = size
+	oi.stored = min(oi.stored, size)
+	oi.timesDirty = false
+	v.reads.dropInode(oi.ino)
+	return nil
+}
+
+// merge overlays the in-process view (size and times not yet committed)
+// on an inode read from the database.
+func (oi *openInode) merge(in *Inode) {
+	oi.mu.RLock()
+	defer oi.mu.RUnlock()
+	in.Size = oi.size
+	if oi.timesDirty {
+		in.Mtime, in.Ctime = oi.mtime, oi.ctime
+	}
+}
+
+// seekData implements SEEK_DATA (hole false) and SEEK_HOLE (hole true)
+// at chunk granularity: a chunk with a stored row or dirty data is data,
+// any other chunk is a hole, and so is the end of the file.
+func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
+	oi.mu.RLock()
+	defer oi.mu.RUnlock()
+	if off > oi.size || (off == oi.size && !hole) {
+		return 0, ErrNotFound
+	}
+	if off == oi.size {
+		return off, nil
+	}
+	first := off / oi.cs
+	var idxs []int64
+	for idx := range oi.dirty {
+		if idx >= first {
+			idxs = append(idxs, idx)
+		}
+	}
+	err := v.view("seek", "", func(q *sql.Tx) error {
+		rows, err := q.Query(v.sql(`SELECT idx FROM {t}_chunks WHERE inode = ? AND idx >= ? ORDER BY idx`), oi.ino, first)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var idx int64
+			if err := rows.Scan(&idx); err != nil {
+				return err
+			}
+			idxs = append(idxs, idx)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return 0, err
+	}
+	slices.Sort(idxs)
+	idxs = slices.Compact(idxs)
+	if !hole {
+		if len(idxs) == 0 || idxs[0]*oi.cs >= oi.size {
+			return 0, ErrNotFound
+		}
+		return max(off, idxs[0]*oi.cs), nil
+	}
+	next := first // the first chunk without data
+	for _, idx := range idxs {
+		if idx != next {
+			break
+		}
+		next++
+	}
+	return min(max(off, next*oi.cs), oi.size), nil
+}

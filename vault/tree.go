@@ -1,0 +1,249 @@
+package vault
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// The tree: directory entries (parent, name) -> child, and the rules that
+// keep it a POSIX file system tree. The helpers on *tx run inside a write
+// transaction; the exported inode-level operations in fsops.go and the
+// key-level ones (Put, Delete, Rename) are built from them.
+
+// inlineFreeBytes is the largest file whose chunks are deleted inside the
+// transaction that drops its last link; bigger files are freed afterwards
+// in bounded batches so that no transaction grows with the file.
+const inlineFreeBytes = 64 << 20
+
+// lookupEntry returns the inode that name in parent refers to.
+func (v *Vault) lookupEntry(q querier, parent int64, name string) (Inode, error) {
+	var in Inode
+	err := scanInode(q.QueryRow(v.sql(`SELECT `+inodeColumnsI+`
+		FROM {t}_dentries d JOIN {t}_inodes i ON i.id = d.child
+		WHERE d.parent = ? AND d.name = ?`), parent, name), &in)
+	if errors.Is(err, sql.ErrNoRows) {
+		return in, ErrNotFound
+	}
+	return in, err
+}
+
+// resolve finds the inode a key names, without following symlinks.
+func (v *Vault) resolve(q querier, kp keyPath) (Inode, error) {
+	if kp.binary {
+		return v.lookupEntry(q, keysIno, binaryName(kp.key))
+	}
+	dir := RootIno
+	for i, name := range kp.parts {
+		in, err := v.lookupEntry(q, dir, name)
+		if err != nil {
+			return in, err
+		}
+		if i == len(kp.parts)-1 {
+			return in, nil
+		}
+		if in.Kind != KindDir {
+			return in, ErrNotFound // "a/b" when "a" is a file
+		}
+		dir = in.ID
+	}
+	panic("unreachable: a tree key has at least one component")
+}
+
+// parentFor returns the directory that holds a key's entry and the
+// entry's name, creating missing parent directories when mkdirs is set.
+// Putting "a/b" when "a" is a file is ErrNotDir.
+func (t *tx) parentFor(kp keyPath, mkdirs bool) (int64, string, error) {
+	if kp.binary {
+		return keysIno, binaryName(kp.key), nil
+	}
+	dir := RootIno
+	last := len(kp.parts) - 1
+	for _, name := range kp.parts[:last] {
+		in, err := t.v.lookupEntry(t, dir, name)
+		switch {
+		case errors.Is(err, ErrNotFound) && mkdirs:
+			in, err = t.create(dir, name, KindDir, 0o755, euid, egid, "", 0)
+			if err != nil {
+				return 0, "", err
+			}
+		case err != nil:
+			return 0, "", err
+		case in.Kind != KindDir:
+			return 0, "", fmt.Errorf("%w: %q is a %s", ErrNotDir, name, in.Kind)
+		}
+		dir = in.ID
+	}
+	return dir, kp.parts[last], nil
+}
+
+// checkParent verifies that dir is a live directory where entries may be
+// created (not the reserved directories, not removed).
+func (t *tx) checkParent(dir int64) error {
+	if dir == reservedIno || dir == keysIno {
+		return fmt.Errorf("%w: %s is managed by the vault", ErrPermission, "/"+ReservedDir)
+	}
+	in, err := t.v.loadInode(t, dir)
+	if err != nil {
+		return err
+	}
+	if in.Kind != KindDir {
+		return ErrNotDir
+	}
+	if in.Nlink == 0 {
+		return fmt.Errorf("directory was removed: %w", ErrNotFound)
+	}
+	return nil
+}
+
+// create makes a new inode of kind and links it as name in parent, which
+// must not have that name yet.
+func (t *tx) create(parent int64, name string, kind Kind, mode, uid, gid uint32, target string, rdev uint32) (Inode, error) {
+	if err := validName(name); err != nil {
+		return Inode{}, err
+	}
+	if err := t.checkParent(parent); err != nil {
+		return Inode{}, err
+	}
+	in, err := t.newInode(kind, mode, uid, gid, 0, target, rdev)
+	if err != nil {
+		return in, err
+	}
+	if err := t.addEntry(parent, name, &in); err != nil {
+		return in, err
+	}
+	return in, nil
+}
+
+// addEntry links child as name in parent and counts the link. A
+// directory gets nlink 2 (its own "." and its entry) and adds one to the
+// parent's ("..").
+func (t *tx) addEntry(parent int64, name string, child *Inode) error {
+	_, err := t.Exec(t.v.sql(`INSERT INTO {t}_dentries (parent, name, child) VALUES (?, ?, ?)`), parent, name, child.ID)
+	if isConstraint(err) {
+		return ErrExists
+	}
+	if err != nil {
+		return err
+	}
+	child.Nlink++
+	if child.Kind == KindDir {
+		child.Nlink = 2
+		if err := t.addLinks(parent, 1); err != nil {
+			return err
+		}
+	}
+	if _, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET nlink = ?, ctime = ? WHERE id = ?`), child.Nlink, t.now, child.ID); err != nil {
+		return err
+	}
+	child.Ctime = t.now
+	return t.touch(parent)
+}
+
+// removeEntry unlinks name from parent and drops one link of child,
+// releasing the inode when no link is left.
+func (t *tx) removeEntry(parent int64, name string, child Inode) error {
+	if _, err := t.Exec(t.v.sql(`DELETE FROM {t}_dentries WHERE parent = ? AND name = ?`), parent, name); err != nil {
+		return err
+	}
+	if parent == keysIno {
+		if _, err := t.Exec(t.v.sql(`DELETE FROM {t}_binkeys WHERE name = ?`), name); err != nil {
+			return err
+		}
+	}
+	if child.Kind == KindDir {
+		child.Nlink = 0
+		if err := t.addLinks(parent, -1); err != nil {
+			return err
+		}
+	} else {
+		child.Nlink--
+	}
+	if err := t.touch(parent); err != nil {
+		return err
+	}
+	if _, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET nlink = ?, ctime = ? WHERE id = ?`), child.Nlink, t.now, child.ID); err != nil {
+		return err
+	}
+	if child.Nlink == 0 {
+		return t.release(child)
+	}
+	return nil
+}
+
+// addLinks changes a directory's link count by delta (a subdirectory came
+// or went) and touches it.
+func (t *tx) addLinks(dir int64, delta int) error {
+	_, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET nlink = nlink + ? WHERE id = ?`), delta, dir)
+	return err
+}
+
+// touch sets a directory's mtime and ctime: its entries changed.
+func (t *tx) touch(dir int64) error {
+	_, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2`), t.now, dir)
+	return err
+}
+
+// release frees an inode that has lost its last link, unless a process
+// has it open: then it stays, with nlink 0, until the last close (or the
+// next open of the vault after that process died). Big files are freed
+// after the transaction in bounded batches.
+func (t *tx) release(in Inode) error {
+	var open int
+	if err := t.QueryRow(t.v.sql(`SELECT count(*) FROM {t}_open WHERE inode = ?`), in.ID).Scan(&open); err != nil {
+		return err
+	}
+	if open > 0 || t.v.files.isOpen(in.ID) {
+		return nil
+	}
+	if in.Size > inlineFreeBytes {
+		t.afterCommit(func() { t.v.freeOrphan(in.ID) })
+		return nil
+	}
+	return t.free(in.ID)
+}
+
+// free deletes an inode and everything it owns.
+func (t *tx) free(id int64) error {
+	for _, s := range []string{
+		`DELETE FROM {t}_chunks WHERE inode = ?`,
+		`DELETE FROM {t}_xattrs WHERE inode = ?`,
+		`DELETE FROM {t}_inodes WHERE id = ? AND nlink = 0`,
+	} {
+		if _, err := t.Exec(t.v.sql(s), id); err != nil {
+			return err
+		}
+	}
+	t.v.reads.dropInode(id)
+	return nil
+}
+
+// isAncestor reports whether dir is anc or lies below it.
+func (v *Vault) isAncestor(q querier, anc, dir int64) (bool, error) {
+	for dir != RootIno {
+		if dir == anc {
+			return true, nil
+		}
+		err := q.QueryRow(v.sql(`SELECT parent FROM {t}_dentries WHERE child = ? LIMIT 1`), dir).Scan(&dir)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil // a removed directory has no ancestors
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	return anc == RootIno, nil
+}
+
+// isEmptyDir reports whether a directory has no entries.
+func (v *Vault) isEmptyDir(q querier, dir int64) (bool, error) {
+	var n int
+	err := q.QueryRow(v.sql(`SELECT count(*) FROM (SELECT 1 FROM {t}_dentries WHERE parent = ? LIMIT 1)`), dir).Scan(&n)
+	return n == 0, err
+}
+
+// isReserved reports whether (parent, name) is one of the vault's own
+// directories, which cannot be removed, renamed or replaced.
+func isReserved(parent int64, name string) bool {
+	return (parent == RootIno && name == ReservedDir) || parent == reservedIno
+}

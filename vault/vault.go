@@ -1,0 +1,298 @@
+package vault
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+		"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+	"golang.org/x/sys/unix"
+)
+
+// Vault is an open key-value store in one SQLite file. Its methods are
+// safe for concurrent use by many goroutines, and several processes may
+// open the same file at once.
+type Vault struct {
+	path     string
+	opts     Options
+	wal      bool
+	readOnly bool
+	roReason string // why the vault is read-only, for error messages
+
+	w *sql.DB // the single writer connection
+	r *sql.DB // reader connections
+
+	queries sync.Map // SQL template -> text with the table prefix
+
+	closed atomic.Bool
+	files  openFiles  // inodes open in this process, with their dirty chunks
+	cache  writeCache // the write-back cache and the byte budget
+	reads  chunkCache // recently read, verified chunks
+	sess   session    // this process's session, created on first need
+}
+
+// Open opens the vault in the SQLite file at path, creating the file if
+// it does not exist (its directory must). A nil opts means
+// DefaultOptions(). A file that is not SQLite, a vault of a newer format,
+// or an invalid option fails with an error and leaves the file untouched.
+// A file (or directory) that cannot be written is opened read-only:
+// reads work and writes fail with ErrReadOnly.
+func Open(path string, opts *Options) (*Vault, error) {
+	if opts == nil {
+		opts = DefaultOptions()
+	}
+	o := *opts
+	if err := o.validate(); err != nil {
+		return nil, wrap("open", path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, wrap("open", path, err)
+	}
+	v := &Vault{path: abs, opts: o}
+	v.cache.init()
+	v.reads.init(readCacheBytes)
+	if err := v.open(); err != nil {
+		v.closePools()
+		return nil, wrap("open", path, err)
+	}
+	return v, nil
+}
+
+func (v *Vault) open() error {
+	dir := filepath.Dir(v.path)
+	if st, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("directory %s: %w", dir, err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("%s is not a directory: %w", dir, fs.ErrNotExist)
+	}
+	if st, err := os.Stat(v.path); err == nil && st.IsDir() {
+		return fmt.Errorf("%w: %s is a directory", ErrInvalidArgument, v.path)
+	}
+	if err := v.chooseMode(dir); err != nil {
+		return err
+	}
+
+	if v.readOnly {
+		v.r = openPool(v.path, &v.opts, readOnlyPool, true)
+		st, err := inspect(v.r, v.opts.Table)
+		if err != nil && isCantOpen(err) {
+			// A WAL database in a directory we cannot write has no -shm to
+			// share; read it as an immutable file instead.
+			v.r.Close()
+			v.r = openPool(v.path, &v.opts, immutablePool, true)
+			st, err = inspect(v.r, v.opts.Table)
+		}
+		if err != nil {
+			return err
+		}
+		if !st.hasVault {
+			return fmt.Errorf("%w: no vault table %q in the file, and it is %s", ErrInvalidArgument, v.opts.Table+"_meta", v.roReason)
+		}
+		v.wal = st.wal
+		return checkFormat(st, &v.opts)
+	}
+
+	v.w = openPool(v.path, &v.opts, writerPool, true)
+	st, err := inspect(v.w, v.opts.Table)
+	if err != nil {
+		return err
+	}
+	if err := checkFormat(st, &v.opts); err != nil {
+		return err
+	}
+	if !st.hasVault || st.version == 0 || st.isEmpty {
+		if err := create(v.w, v.opts.Table, st, &v.opts, time.Now().UnixNano()); err != nil {
+			return err
+		}
+		if st, err = inspect(v.w, v.opts.Table); err != nil {
+			return err
+		}
+	}
+	v.wal = st.wal
+	if !v.wal {
+		// The writer's DSN assumed WAL; a rollback journal needs FULL
+		// synchronous for a commit to be durable.
+		v.w.Close()
+		v.w = openPool(v.path, &v.opts, writerPool, false)
+	} else if _, err := v.w.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutoCheckpointBytes/st.pageSize)); err != nil {
+		return err
+	}
+	v.r = openPool(v.path, &v.opts, readerPool, v.wal)
+	return v.collectOrphans()
+}
+
+// chooseMode decides whether the vault is writable, creating the file if
+// it does not exist.
+func (v *Vault) chooseMode(dir string) error {
+	if v.opts.ReadOnly {
+		v.readOnly, v.roReason = true, "opened read-only"
+		if _, err := os.Stat(v.path); err != nil {
+			return err
+		}
+		return nil
+	}
+	f, err := os.OpenFile(v.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err == nil {
+		f.Close()
+		if unix.Access(dir, unix.W_OK|unix.X_OK) != nil {
+			v.readOnly, v.roReason = true, "in a directory that is not writable"
+		}
+		return nil
+	}
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
+		if _, serr := os.Stat(v.path); serr != nil {
+			return err // cannot create it either
+		}
+		v.readOnly, v.roReason = true, "not writable"
+		return nil
+	}
+	return err
+}
+
+// checkFormat refuses versions newer than ours and page sizes that the
+// caller asked for but the file does not have.
+func checkFormat(st fileState, o *Options) error {
+	if st.version > FormatVersion {
+		return fmt.Errorf("%w: vault format version %d is newer than this kvaultfs supports (%d); upgrade kvaultfs", ErrInvalidArgument, st.version, FormatVersion)
+	}
+	if !st.isEmpty && o.PageSize != 0 && o.PageSize != st.pageSize {
+		return fmt.Errorf("%w: option PageSize = %d, but the file has %d-byte pages; page size only applies when a file is created (Optimize keeps the file's)", ErrInvalidArgument, o.PageSize, st.pageSize)
+	}
+	return nil
+}
+
+func isCantOpen(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrCantOpen
+}
+
+// checkOpen reports ErrClosed once Close has begun.
+func (v *Vault) checkOpen() error {
+	if v.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+func (v *Vault) readOnlyErr() error {
+	return fmt.Errorf("%w: the database is %s", ErrReadOnly, v.roReason)
+}
+
+// sql returns the statement s with the table prefix substituted, caching
+// the result so hot paths do not rebuild their SQL.
+func (v *Vault) sql(s string) string {
+	if q, ok := v.queries.Load(s); ok {
+		return q.(string)
+	}
+	q := tableSQL(v.opts.Table, s)
+	v.queries.Store(s, q)
+	return q
+}
+
+// Path returns the absolute path of the database file.
+func (v *Vault) Path() string { return v.path }
+
+// ReadOnly reports whether the vault refuses writes.
+func (v *Vault) ReadOnly() bool { return v.readOnly }
+
+// Options returns the options the vault was opened with.
+func (v *Vault) Options() Options { return v.opts }
+
+// Sync makes every committed change durable against power loss: it
+// returns after the log (or database) has been fsynced. Cached writes are
+// not flushed by Sync; call FlushCache first.
+func (v *Vault) Sync() error {
+	if v.readOnly || !v.wal {
+		return nil // nothing to make durable, or every commit already was (FULL)
+	}
+	if err := v.checkOpen(); err != nil {
+		return wrap("sync", "", err)
+	}
+	// A commit on a connection with synchronous=FULL fsyncs the WAL, which
+	// makes every earlier frame durable too. The commit must change
+	// something, or SQLite writes (and syncs) nothing. The pragma cannot
+	// change inside a transaction, so this holds the writer connection.
+	return wrap("sync", "", v.retry(func() error {
+		ctx := context.Background()
+		conn, err := v.w.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = FULL"); err != nil {
+			return err
+		}
+		defer conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL")
+		_, err = conn.ExecContext(ctx, v.sql(`INSERT INTO {t}_meta (key, value) VALUES ('synced', ?1)
+			ON CONFLICT (key) DO UPDATE SET value = ?1`), time.Now().UnixNano())
+		return err
+	}))
+}
+
+// Optimize rebuilds the database file (VACUUM), returning the space of
+// deleted values to the file system. It needs free disk space about the
+// size of the database and blocks writers while it runs.
+func (v *Vault) Optimize() error {
+	if _, err := v.FlushCache(); err != nil {
+		return wrap("optimize", "", err)
+	}
+	if v.readOnly {
+		return wrap("optimize", "", v.readOnlyErr())
+	}
+	if _, err := v.w.Exec("VACUUM"); err != nil {
+		return wrap("optimize", "", err)
+	}
+	_, err := v.w.Exec("PRAGMA optimize")
+	return wrap("optimize", "", err)
+}
+
+// Close flushes the write-back cache and every open file's dirty data,
+// ends this process's session, checkpoints the WAL into the database
+// (TRUNCATE, so the .db file alone is complete) and closes the file. The
+// first error is returned; the vault is closed either way.
+func (v *Vault) Close() error {
+	if v.closed.Load() {
+		return nil
+	}
+	v.cache.stopBackground()
+	_, err := v.FlushCache()
+	if ferr := v.files.flushAll(v); err == nil {
+		err = ferr
+	}
+	if serr := v.endSession(); err == nil {
+		err = serr
+	}
+	v.closed.Store(true)
+	if v.w != nil && v.wal {
+		// Busy means another process still has the file open: it will
+		// checkpoint when it closes.
+		if _, cerr := v.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); cerr != nil && !isBusy(cerr) && err == nil {
+			err = cerr
+		}
+	}
+	if cerr := v.closePools(); err == nil {
+		err = cerr
+	}
+	return wrap("close", "", err)
+}
+
+func (v *Vault) closePools() error {
+	var err error
+	if v.r != nil {
+		err = v.r.Close()
+	}
+	if v.w != nil {
+		if werr := v.w.Close(); err == nil {
+			err = werr
+		}
+	}
+	return err
+}
