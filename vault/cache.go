@@ -304,6 +304,9 @@ func (v *Vault) FlushCache() (int, error) {
 				return err
 			}
 		}
+		if flushHook != nil {
+			return flushHook(v)
+		}
 		return nil
 	})
 	if err != nil {
@@ -318,6 +321,11 @@ func (v *Vault) FlushCache() (int, error) {
 	c.mu.Unlock()
 	return len(done), errors.Join(failed...)
 }
+
+// flushHook, when set (by tests only), runs inside FlushCache's
+// transaction after the entries are written; an error it returns fails
+// the transaction as a database error would. Nil in production.
+var flushHook func(v *Vault) error
 
 // isEntryError reports whether a flush error belongs to one entry (a key
 // that cannot be written as it stands) rather than to the transaction.

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +69,10 @@ func (v *Vault) OpenFile(key string, flag int, perm fs.FileMode) (*File, error) 
 	if err != nil {
 		return nil, wrap("open", key, err)
 	}
-	f, err := v.openInode(in, flag)
+	if err := regularFile(in); err != nil {
+		return nil, wrap("open", key, err)
+	}
+	f, err := v.openInode(in.ID, flag)
 	if err != nil {
 		return nil, wrap("open", key, err)
 	}
@@ -82,32 +84,20 @@ func (v *Vault) OpenFile(key string, flag int, perm fs.FileMode) (*File, error) 
 // and O_APPEND are honoured; creation is the caller's business). It is
 // what the file system layer uses.
 func (v *Vault) OpenInode(ino int64, flag int) (*File, error) {
-	var in Inode
-	err := v.view("open", "", func(q *sql.Tx) error {
-		var err error
-		in, err = v.loadInode(q, ino)
-		return err
-	})
-	if err != nil {
-		return nil, wrap("open", fmt.Sprintf("inode %d", ino), err)
-	}
-	f, err := v.openInode(in, flag)
+	f, err := v.openInode(ino, flag)
 	return f, wrap("open", fmt.Sprintf("inode %d", ino), err)
 }
 
-func (v *Vault) openInode(in Inode, flag int) (*File, error) {
-	if err := regularFile(in); err != nil {
-		return nil, err
-	}
+func (v *Vault) openInode(ino int64, flag int) (*File, error) {
 	writable := flag&(os.O_WRONLY|os.O_RDWR) != 0
 	if writable && v.readOnly {
 		return nil, v.readOnlyErr()
 	}
-	oi, err := v.acquire(in)
+	oi, err := v.acquire(ino)
 	if err != nil {
 		return nil, err
 	}
-	f := &File{v: v, oi: oi, name: fmt.Sprintf("inode %d", in.ID), writable: writable, append: flag&os.O_APPEND != 0}
+	f := &File{v: v, oi: oi, name: fmt.Sprintf("inode %d", ino), writable: writable, append: flag&os.O_APPEND != 0}
 	if writable && flag&os.O_TRUNC != 0 {
 		if err := oi.truncate(v, 0); err != nil {
 			v.releaseInode(oi)

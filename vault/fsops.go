@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -589,4 +590,63 @@ func ptrVal(p *uint32, mask uint32) any {
 		return nil
 	}
 	return *p & mask
+}
+
+// Generations returns the data generation of each listed inode that
+// still exists, for a mount checking whether cached pages are stale.
+func (v *Vault) Generations(ids []int64) (map[int64]int64, error) {
+	out := make(map[int64]int64, len(ids))
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		args := make([]any, len(batch))
+		marks := make([]byte, 0, 2*len(batch))
+		for i, id := range batch {
+			args[i] = id
+			if i > 0 {
+				marks = append(marks, ',')
+			}
+			marks = append(marks, '?')
+		}
+		err := v.view("generations", "", func(q *sql.Tx) error {
+			rows, err := q.Query(v.sql(`SELECT id, generation FROM {t}_inodes WHERE id IN (`)+string(marks)+`)`, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id, gen int64
+				if err := rows.Scan(&id, &gen); err != nil {
+					return err
+				}
+				out[id] = gen
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// DataVersion returns a number that changes whenever any connection, in
+// this process or another, commits a change to the database: a cheap
+// test for "anything changed?" before a closer look.
+func (v *Vault) DataVersion() (int64, error) {
+	v.dvMu.Lock()
+	defer v.dvMu.Unlock()
+	if err := v.checkOpen(); err != nil {
+		return 0, err
+	}
+	if v.dvConn == nil {
+		c, err := v.r.Conn(context.Background())
+		if err != nil {
+			return 0, wrap("data version", "", err)
+		}
+		v.dvConn = c
+	}
+	var dv int64
+	err := v.dvConn.QueryRowContext(context.Background(), "PRAGMA data_version").Scan(&dv)
+	return dv, wrap("data version", "", err)
 }

@@ -22,9 +22,11 @@ type openFiles struct {
 // openInode is the shared state of an open inode. Lock order: mu before
 // any database transaction; never two openInode locks at once.
 type openInode struct {
-	ino  int64
-	refs int // Files open on it; guarded by openFiles.mu
-	cs   int64
+	ino   int64
+	refs  int           // Files open on it; guarded by openFiles.mu
+	ready chan struct{} // closed once the fields below are loaded
+	err   error         // why loading failed
+	cs    int64
 
 	mu         sync.RWMutex
 	size       int64 // the size writers see, dirty data included
@@ -66,35 +68,42 @@ func (f *openFiles) all() []*openInode {
 	return out
 }
 
-// acquire opens in for this process: the first open of an inode records
-// it in the database under this process's session, so that no process
-// frees its data while it is open here.
-func (v *Vault) acquire(in Inode) (*openInode, error) {
+// acquire opens inode ino (a regular file) for this process. The first
+// open of an inode records it in the database under this process's
+// session, in the same transaction that checks the inode still exists,
+// so that no process frees its data while it is open here: an unlink
+// racing with the open either sees the record or makes the open fail.
+func (v *Vault) acquire(ino int64) (*openInode, error) {
 	v.files.mu.Lock()
-	if oi := v.files.m[in.ID]; oi != nil {
+	if oi := v.files.m[ino]; oi != nil {
 		oi.refs++
 		v.files.mu.Unlock()
-		return oi, nil
+		<-oi.ready
+		return oi, oi.err
 	}
-	v.files.mu.Unlock()
-	if err := v.registerOpen(in.ID); err != nil {
-		return nil, err
-	}
-	v.files.mu.Lock()
-	defer v.files.mu.Unlock()
-	if oi := v.files.m[in.ID]; oi != nil { // another goroutine won the race
-		oi.refs++
-		return oi, nil
-	}
-	oi := &openInode{ino: in.ID, refs: 1, cs: int64(in.ChunkSize), size: in.Size, stored: in.Size}
-	if oi.cs == 0 {
-		oi.cs = int64(v.opts.ChunkSize)
-	}
+	// Publish the inode as open before checking that it exists: a
+	// concurrent unlink or close in this process then sees it and keeps
+	// the inode, or frees it first and the check below fails.
+	oi := &openInode{ino: ino, refs: 1, ready: make(chan struct{})}
 	if v.files.m == nil {
 		v.files.m = make(map[int64]*openInode)
 	}
-	v.files.m[in.ID] = oi
-	return oi, nil
+	v.files.m[ino] = oi
+	v.files.mu.Unlock()
+	in, err := v.registerOpen(ino)
+	if err != nil {
+		v.files.mu.Lock()
+		delete(v.files.m, ino)
+		v.files.mu.Unlock()
+		oi.err = err
+	} else {
+		oi.cs, oi.size, oi.stored = int64(in.ChunkSize), in.Size, in.Size
+		if oi.cs == 0 {
+			oi.cs = int64(v.opts.ChunkSize)
+		}
+	}
+	close(oi.ready)
+	return oi, err
 }
 
 // releaseInode drops one reference. The last one commits the dirty data

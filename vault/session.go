@@ -54,29 +54,39 @@ func (v *Vault) sessionID() (int64, error) {
 	return s.id, err
 }
 
-// registerOpen records that this process holds ino open. A read-only
+// registerOpen checks that ino is a regular file, records that this
+// process holds it open, and returns its current metadata. A read-only
 // vault cannot record anything; its opens are unprotected against other
-// processes' deletes (they read ErrNotFound afterwards, never wrong data).
-func (v *Vault) registerOpen(ino int64) error {
-	if v.readOnly {
-		return nil
+// processes' deletes (reads then fail with ErrNotFound, never return
+// wrong data).
+func (v *Vault) registerOpen(ino int64) (Inode, error) {
+	var in Inode
+	load := func(q querier) error {
+		var err error
+		if in, err = v.loadInode(q, ino); err != nil {
+			return err
+		}
+		return regularFile(in)
 	}
 	v.sess.mu.Lock()
 	done := v.sess.registered[ino]
 	v.sess.mu.Unlock()
-	if done {
-		return nil
+	if v.readOnly || done {
+		return in, v.view("open", "", func(q *sql.Tx) error { return load(q) })
 	}
 	sid, err := v.sessionID()
 	if err != nil {
-		return err
+		return in, err
 	}
 	err = v.update("open", "", func(t *tx) error {
+		if err := load(t); err != nil {
+			return err
+		}
 		_, err := t.Exec(v.sql(`INSERT OR IGNORE INTO {t}_open (session, inode) VALUES (?, ?)`), sid, ino)
 		return err
 	})
 	if err != nil {
-		return err
+		return in, err
 	}
 	v.sess.mu.Lock()
 	if v.sess.registered == nil {
@@ -86,9 +96,9 @@ func (v *Vault) registerOpen(ino int64) error {
 	prune := len(v.sess.registered) > registeredLimit
 	v.sess.mu.Unlock()
 	if prune {
-		return v.unregisterClosed()
+		return in, v.unregisterClosed()
 	}
-	return nil
+	return in, nil
 }
 
 // closedInode runs after the last File of ino in this process closed: an
@@ -124,15 +134,27 @@ func (v *Vault) unregisterClosed() error {
 }
 
 // unregister deletes this session's open rows for inos and frees those
-// of them that have no links and no other holder.
+// of them that have no links and no other holder. The inodes leave the
+// registered set before the transaction starts, so that an open racing
+// with it writes its own record (after this transaction, in the single
+// writer's order) instead of trusting one that is being deleted.
 func (v *Vault) unregister(inos []int64) error {
 	if len(inos) == 0 {
 		return nil
 	}
-	var big []int64
+	v.sess.mu.Lock()
+	for _, ino := range inos {
+		delete(v.sess.registered, ino)
+	}
+	v.sess.mu.Unlock()
+	var big, kept []int64
 	err := v.update("close", "", func(t *tx) error {
-		big = big[:0]
+		big, kept = big[:0], kept[:0]
 		for _, ino := range inos {
+			if v.files.isOpen(ino) {
+				kept = append(kept, ino) // opened again meanwhile: the record stays
+				continue
+			}
 			if _, err := t.Exec(v.sql(`DELETE FROM {t}_open WHERE session = ? AND inode = ?`), v.sess.id, ino); err != nil {
 				return err
 			}
@@ -160,17 +182,17 @@ func (v *Vault) unregister(inos []int64) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		kept = inos // nothing was deleted
 	}
 	v.sess.mu.Lock()
-	for _, ino := range inos {
-		delete(v.sess.registered, ino)
+	for _, ino := range kept {
+		v.sess.registered[ino] = true
 	}
 	v.sess.mu.Unlock()
 	for _, ino := range big {
 		v.freeOrphan(ino)
 	}
-	return nil
+	return err
 }
 
 // endSession releases everything this process recorded, at Close.

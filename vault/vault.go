@@ -36,6 +36,9 @@ type Vault struct {
 	cache  writeCache // the write-back cache and the byte budget
 	reads  chunkCache // recently read, verified chunks
 	sess   session    // this process's session, created on first need
+
+	dvMu   sync.Mutex
+	dvConn *sql.Conn // the connection DataVersion asks, kept so its answer compares
 }
 
 // Open opens the vault in the SQLite file at path, creating the file if
@@ -286,6 +289,12 @@ func (v *Vault) Close() error {
 
 func (v *Vault) closePools() error {
 	var err error
+	v.dvMu.Lock()
+	if v.dvConn != nil {
+		v.dvConn.Close()
+		v.dvConn = nil
+	}
+	v.dvMu.Unlock()
 	if v.r != nil {
 		err = v.r.Close()
 	}

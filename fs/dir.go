@@ -1,0 +1,102 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/kohakuvault/kvaultfs/vault"
+)
+
+// readdirBatch is how many entries a directory handle reads per query.
+const readdirBatch = 256
+
+// Directory offsets. "." and ".." come first; every other entry's
+// offset is its stable cookie in the vault plus firstCookie, so entries
+// removed during a listing never make it skip others, and seekdir to
+// any offset telldir returned resumes exactly there.
+const (
+	offDot      = 1
+	offDotDot   = 2
+	firstCookie = 2
+)
+
+// dirHandle is an open directory, listed in bounded batches.
+type dirHandle struct {
+	n     *node
+	mu    sync.Mutex
+	pos   uint64 // offset of the last entry returned
+	batch []vault.DirEntry
+	done  bool
+}
+
+var (
+	_ gofs.FileReaddirenter = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+	_ gofs.FileLookuper     = (*dirHandle)(nil)
+	_ gofs.FileFsyncdirer   = (*dirHandle)(nil)
+)
+
+// OpendirHandle opens a directory for listing.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	in, err := n.fsys.v.GetInode(n.ino())
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	if in.Kind != vault.KindDir {
+		return nil, 0, syscall.ENOTDIR
+	}
+	return &dirHandle{n: n}, 0, 0
+}
+
+// Readdirent returns the next entry, or nil at the end.
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch d.pos {
+	case 0:
+		d.pos = offDot
+		return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: uint64(d.n.ino()), Off: offDot}, 0
+	case offDot:
+		d.pos = offDotDot
+		ino := uint64(d.n.ino())
+		if _, parent := d.n.Parent(); parent != nil {
+			ino = parent.StableAttr().Ino
+		}
+		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: ino, Off: offDotDot}, 0
+	}
+	if len(d.batch) == 0 && !d.done {
+		entries, err := d.n.fsys.v.ReadDir(d.n.ino(), int64(d.pos-firstCookie), readdirBatch)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		d.batch, d.done = entries, len(entries) < readdirBatch
+	}
+	if len(d.batch) == 0 {
+		return nil, 0
+	}
+	e := d.batch[0]
+	d.batch = d.batch[1:]
+	d.pos = uint64(e.Cookie) + firstCookie
+	return &fuse.DirEntry{Name: e.Name, Mode: typeBits(e.Kind), Ino: uint64(e.Ino), Off: d.pos}, 0
+}
+
+// Seekdir continues the listing after the entry at offset off.
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pos, d.batch, d.done = off, nil, false
+	return 0
+}
+
+// Lookup answers READDIRPLUS for a name Readdirent just produced.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return d.n.Lookup(ctx, name, out)
+}
+
+// Fsyncdir makes committed directory changes durable.
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	return toErrno(d.n.fsys.v.Sync())
+}

@@ -1,0 +1,218 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync/atomic"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/kohakuvault/kvaultfs/vault"
+	"golang.org/x/sys/unix"
+)
+
+// handle is an open file. Its writes go to the vault's dirty chunks
+// (shared by every handle of the inode, so they see each other's writes
+// at once); Flush, which runs at every close(2), commits them, Fsync
+// also makes them durable, and Release drops the handle.
+type handle struct {
+	n        *node
+	f        *vault.File
+	writable bool
+	append   bool
+	// privChecked is set after the first write has cleared setuid and
+	// setgid bits, as a write by an unprivileged user must.
+	privChecked atomic.Bool
+}
+
+var (
+	_ gofs.FileReader    = (*handle)(nil)
+	_ gofs.FileWriter    = (*handle)(nil)
+	_ gofs.FileFlusher   = (*handle)(nil)
+	_ gofs.FileFsyncer   = (*handle)(nil)
+	_ gofs.FileReleaser  = (*handle)(nil)
+	_ gofs.FileGetattrer = (*handle)(nil)
+	_ gofs.FileLseeker   = (*handle)(nil)
+	_ gofs.FileAllocater = (*handle)(nil)
+)
+
+// open opens the node's file with open(2) flags. The kernel keeps its
+// page cache for the file only if no other process changed the data
+// since this mount last cached it.
+func (n *node) open(flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	acc := int(flags) & syscall.O_ACCMODE
+	osFlags := os.O_RDONLY
+	switch acc {
+	case syscall.O_WRONLY:
+		osFlags = os.O_WRONLY
+	case syscall.O_RDWR:
+		osFlags = os.O_RDWR
+	}
+	if flags&syscall.O_APPEND != 0 {
+		osFlags |= os.O_APPEND
+	}
+	f, err := n.fsys.v.OpenInode(n.ino(), osFlags)
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	h := &handle{n: n, f: f, writable: acc != syscall.O_RDONLY, append: flags&syscall.O_APPEND != 0}
+	if h.writable {
+		n.writers.Add(1)
+	}
+	var fuseFlags uint32
+	if st, err := f.Stat(); err == nil {
+		if n.cacheGen.Swap(st.Generation) == st.Generation {
+			fuseFlags |= fuse.FOPEN_KEEP_CACHE
+		}
+	}
+	n.fsys.watch(n)
+	return h, fuseFlags, 0
+}
+
+// Read reads from the vault; dirty data of other handles is included.
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.f.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, toErrno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Write writes into the vault's dirty chunks; with O_APPEND the data
+// goes to the current end of the file, whatever offset the kernel chose.
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.dropPrivileges(ctx)
+	var err error
+	if h.append {
+		_, _, err = h.f.Append(data)
+	} else {
+		_, err = h.f.WriteAt(data, off)
+	}
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(len(data)), 0
+}
+
+// dropPrivileges clears the setuid bit, and the setgid bit of a
+// group-executable file, on the first write by a user other than root.
+func (h *handle) dropPrivileges(ctx context.Context) {
+	if h.privChecked.Swap(true) {
+		return
+	}
+	if uid, _ := caller(ctx); uid == 0 {
+		return
+	}
+	st, err := h.f.Stat()
+	if err != nil {
+		return
+	}
+	kill := uint32(syscall.S_ISUID)
+	if st.Mode&syscall.S_IXGRP != 0 {
+		kill |= syscall.S_ISGID
+	}
+	if st.Mode&kill != 0 {
+		mode := st.Mode &^ kill
+		h.n.fsys.v.SetAttr(st.ID, vault.SetAttr{Mode: &mode})
+	}
+}
+
+// Flush commits the handle's inode's dirty data. It runs at every
+// close(2) of a descriptor, so its error is what close(2) returns.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	return toErrno(h.f.Flush())
+}
+
+// Fsync commits the dirty data and returns once it is durable.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return toErrno(h.f.Sync())
+}
+
+// Release closes the handle. The kernel ignores its error; Flush has
+// already reported any failure to commit.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	err := h.f.Close()
+	if h.writable {
+		if st, serr := h.n.fsys.v.GetInode(h.n.ino()); serr == nil {
+			h.n.cacheGen.Store(st.Generation) // the kernel's pages hold what we wrote
+		}
+		h.n.writers.Add(-1)
+	}
+	return toErrno(err)
+}
+
+// Getattr reports attributes through the handle, which works after the
+// file was unlinked.
+func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	st, err := h.f.Stat()
+	if err != nil {
+		return toErrno(err)
+	}
+	fillAttr(&st, &out.Attr)
+	return 0
+}
+
+// Lseek implements SEEK_DATA and SEEK_HOLE.
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	switch whence {
+	case unix.SEEK_DATA, unix.SEEK_HOLE:
+		res, err := h.f.SeekData(int64(off), whence == unix.SEEK_HOLE)
+		if errors.Is(err, vault.ErrNotFound) {
+			return 0, syscall.ENXIO
+		}
+		return uint64(res), toErrno(err)
+	case io.SeekStart:
+		return off, 0
+	case io.SeekEnd:
+		return uint64(h.f.Size()) + off, 0
+	}
+	return 0, syscall.EINVAL
+}
+
+// Allocate implements fallocate(2). Space is not reserved ahead (a
+// database grows as it is written), so plain allocation only extends
+// the size; punching a hole or zeroing a range writes zeros, which are
+// stored as holes.
+func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	keepSize := mode&unix.FALLOC_FL_KEEP_SIZE != 0
+	end := int64(off + size)
+	switch mode &^ unix.FALLOC_FL_KEEP_SIZE {
+	case 0:
+		if !keepSize && end > h.f.Size() {
+			return toErrno(h.f.Truncate(end))
+		}
+		return 0
+	case unix.FALLOC_FL_PUNCH_HOLE, unix.FALLOC_FL_ZERO_RANGE:
+		if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 && !keepSize {
+			return syscall.EINVAL // punching a hole requires KEEP_SIZE
+		}
+		limit := end
+		if keepSize {
+			limit = min(end, h.f.Size())
+		}
+		if err := h.zero(int64(off), limit); err != nil {
+			return toErrno(err)
+		}
+		if !keepSize && end > h.f.Size() {
+			return toErrno(h.f.Truncate(end))
+		}
+		return 0
+	}
+	return syscall.EOPNOTSUPP
+}
+
+// zero writes zeros over [off, end) in bounded pieces.
+func (h *handle) zero(off, end int64) error {
+	zeros := make([]byte, min(end-off, 1<<20))
+	for off < end {
+		n := min(int64(len(zeros)), end-off)
+		if _, err := h.f.WriteAt(zeros[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}

@@ -1,0 +1,197 @@
+// Package fs serves a vault as a FUSE file system: every key is a file,
+// "/" in keys makes directories, reads and writes become chunk-range
+// operations, and writes wait in the vault's write-back cache until
+// fsync(2) or close(2). Keys that are not paths appear under
+// /.kvault/keys/, named by the SHA-256 of the key.
+//
+// File locks (flock, fcntl) are the kernel's local locks: they work
+// between processes using this mount, not across mounts or with library
+// users of the same database.
+package fs
+
+import (
+	"fmt"
+	"log"
+	"sync"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/kohakuvault/kvaultfs/vault"
+)
+
+// Options configure a mount.
+type Options struct {
+	// AttrTimeout is how long the kernel trusts attributes, entries and
+	// negative lookups. Changes made by other processes show within it.
+	AttrTimeout time.Duration
+	// AllowOther lets other users access the mount; the kernel's
+	// default_permissions then enforces file modes for everyone.
+	AllowOther bool
+	// Debug logs every FUSE request.
+	Debug bool
+	// FsName is shown as the mounted device (the database path).
+	FsName string
+}
+
+// DefaultAttrTimeout is the attribute and entry timeout of a mount.
+const DefaultAttrTimeout = time.Second
+
+// maxWrite is the largest write (and read) request: one FUSE round trip
+// per MiB instead of per 128 KiB.
+const maxWrite = 1 << 20
+
+// FS is the state shared by every node of one mounted vault.
+type FS struct {
+	v    *vault.Vault
+	opts Options
+
+	mu      sync.Mutex
+	watched map[*node]bool // files with pages the kernel may cache
+	server  *fuse.Server
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+// Server is a running mount.
+type Server struct {
+	*fuse.Server
+	fsys *FS
+}
+
+// Mount serves v at mountpoint and returns once the kernel has the mount.
+// Unmount (or fusermount3 -u) ends it; Wait blocks until then.
+func Mount(v *vault.Vault, mountpoint string, opts Options) (*Server, error) {
+	if opts.AttrTimeout <= 0 {
+		opts.AttrTimeout = DefaultAttrTimeout
+	}
+	fsys := &FS{v: v, opts: opts, watched: map[*node]bool{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+	root := &node{fsys: fsys}
+	timeout := opts.AttrTimeout
+	mo := fuse.MountOptions{
+		AllowOther:   opts.AllowOther,
+		MaxWrite:     maxWrite,
+		MaxReadAhead: maxWrite,
+		FsName:       opts.FsName,
+		Name:         "kvaultfs",
+		Debug:        opts.Debug,
+		DirectMount:  true, // as root; falls back to fusermount3
+		// The kernel checks permissions from the modes we report, so
+		// they hold for every user (and root keeps its privileges).
+		Options: []string{"default_permissions"},
+		// Every write reaches the daemon at once (no kernel writeback
+		// cache): other handles see it immediately, mtime is set when
+		// data is written, and O_APPEND writes land at the vault's end.
+	}
+	if v.ReadOnly() {
+		mo.Options = append(mo.Options, "ro")
+	}
+	gopts := &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		NullPermissions: true, // a mode of 0 is a real mode here
+		RootStableAttr:  &gofs.StableAttr{Ino: uint64(vault.RootIno), Gen: 1},
+	}
+	if opts.Debug {
+		gopts.Logger = log.Default()
+	}
+	server, err := gofs.Mount(mountpoint, root, gopts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	fsys.server = server
+	go fsys.pollChanges()
+	return &Server{Server: server, fsys: fsys}, nil
+}
+
+// Wait blocks until the file system is unmounted, then stops watching
+// for changes.
+func (s *Server) Wait() {
+	s.Server.Wait()
+	s.fsys.stopPolling()
+}
+
+// Unmount detaches the mount (it fails while files are busy) and stops
+// watching for changes.
+func (s *Server) Unmount() error {
+	err := s.Server.Unmount()
+	if err == nil {
+		s.fsys.stopPolling()
+	}
+	return err
+}
+
+func (f *FS) stopPolling() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+}
+
+// watch records a file whose pages the kernel may cache.
+func (f *FS) watch(n *node) {
+	f.mu.Lock()
+	f.watched[n] = true
+	f.mu.Unlock()
+}
+
+func (f *FS) unwatch(n *node) {
+	f.mu.Lock()
+	delete(f.watched, n)
+	f.mu.Unlock()
+}
+
+// invalidate drops the kernel's cached pages of a file. Notifications
+// must not be sent from inside a request that the kernel may be holding
+// locks for, so it is sent from its own goroutine.
+func (f *FS) invalidate(n *node) {
+	go n.NotifyContent(0, 0)
+}
+
+// pollChanges notices data changes made by other processes to files
+// whose pages the kernel caches, and drops those pages, within one
+// attribute timeout: cheaply skipped while the database's data_version
+// says nothing was committed.
+func (f *FS) pollChanges() {
+	defer close(f.stopped)
+	tick := time.NewTicker(f.opts.AttrTimeout)
+	defer tick.Stop()
+	var last int64
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-tick.C:
+		}
+		dv, err := f.v.DataVersion()
+		if err != nil || dv == last {
+			continue
+		}
+		last = dv
+		f.mu.Lock()
+		nodes := make([]*node, 0, len(f.watched))
+		for n := range f.watched {
+			nodes = append(nodes, n)
+		}
+		f.mu.Unlock()
+		ids := make([]int64, len(nodes))
+		for i, n := range nodes {
+			ids[i] = n.ino()
+		}
+		gens, err := f.v.Generations(ids)
+		if err != nil {
+			continue
+		}
+		for _, n := range nodes {
+			if g, ok := gens[n.ino()]; ok {
+				n.noticeGeneration(&vault.Inode{Kind: vault.KindFile, Generation: g})
+			}
+		}
+	}
+}
+

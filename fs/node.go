@@ -1,0 +1,267 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/kohakuvault/kvaultfs/vault"
+)
+
+// node is one inode of the vault in the kernel's view: a file,
+// directory, symlink or special file. It holds no metadata of its own;
+// every operation asks the vault, so the mount always agrees with the
+// database (and with other processes writing it).
+type node struct {
+	gofs.Inode
+	fsys *FS
+
+	// cacheGen is the data generation that the kernel's page cache holds
+	// for this file, if any: an open that finds the same generation keeps
+	// the cache, and a different one (another process rewrote the file)
+	// drops it.
+	cacheGen atomic.Int64
+	// writers counts handles open for writing in this mount; while there
+	// are any, generation changes are our own and need no invalidation.
+	writers atomic.Int32
+}
+
+var (
+	_ gofs.NodeGetattrer      = (*node)(nil)
+	_ gofs.NodeSetattrer      = (*node)(nil)
+	_ gofs.NodeLookuper       = (*node)(nil)
+	_ gofs.NodeOpendirHandler = (*node)(nil)
+	_ gofs.NodeMkdirer        = (*node)(nil)
+	_ gofs.NodeMknoder        = (*node)(nil)
+	_ gofs.NodeCreater        = (*node)(nil)
+	_ gofs.NodeSymlinker      = (*node)(nil)
+	_ gofs.NodeReadlinker     = (*node)(nil)
+	_ gofs.NodeLinker         = (*node)(nil)
+	_ gofs.NodeUnlinker       = (*node)(nil)
+	_ gofs.NodeRmdirer        = (*node)(nil)
+	_ gofs.NodeRenamer        = (*node)(nil)
+	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeStatfser       = (*node)(nil)
+	_ gofs.NodeOnForgetter    = (*node)(nil)
+)
+
+// ino is the vault inode number, which is also the FUSE inode number.
+func (n *node) ino() int64 { return int64(n.StableAttr().Ino) }
+
+// caller returns the uid and gid of the process making the request.
+func caller(ctx context.Context) (uint32, uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return 0, 0
+}
+
+// newChild returns the kernel inode for a vault inode, reusing the node
+// if the inode is already known (another hard link, a repeated lookup),
+// and fills out the entry reply.
+func (n *node) newChild(ctx context.Context, in *vault.Inode, out *fuse.EntryOut) *gofs.Inode {
+	fillAttr(in, &out.Attr)
+	child := n.NewInode(ctx, &node{fsys: n.fsys}, gofs.StableAttr{Mode: typeBits(in.Kind), Ino: uint64(in.ID), Gen: 1})
+	if cn, ok := child.Operations().(*node); ok {
+		cn.noticeGeneration(in)
+	}
+	return child
+}
+
+// noticeGeneration compares the generation the vault reports with the
+// one the kernel's page cache holds and drops the cache if another
+// process changed the file, even with the same size and mtime.
+func (n *node) noticeGeneration(in *vault.Inode) {
+	if in.Kind != vault.KindFile {
+		return
+	}
+	old := n.cacheGen.Load()
+	if old == 0 || old == in.Generation || n.writers.Load() > 0 {
+		return
+	}
+	if n.cacheGen.CompareAndSwap(old, in.Generation) {
+		n.fsys.invalidate(n)
+	}
+}
+
+// Getattr reports the inode's attributes, with writes not yet committed.
+func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	in, err := n.fsys.v.GetInode(n.ino())
+	if err != nil {
+		return toErrno(err)
+	}
+	n.noticeGeneration(&in)
+	fillAttr(&in, &out.Attr)
+	return 0
+}
+
+// Setattr implements chmod, chown, truncate and utimensat.
+func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var a vault.SetAttr
+	if m, ok := in.GetMode(); ok {
+		m &= 07777
+		a.Mode = &m
+	}
+	if uid, ok := in.GetUID(); ok {
+		a.UID = &uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		a.GID = &gid
+	}
+	if sz, ok := in.GetSize(); ok {
+		s := int64(sz)
+		a.Size = &s
+	}
+	if t, ok := in.GetATime(); ok {
+		ns := t.UnixNano()
+		a.Atime = &ns
+	}
+	if t, ok := in.GetMTime(); ok {
+		ns := t.UnixNano()
+		a.Mtime = &ns
+	}
+	res, err := n.fsys.v.SetAttr(n.ino(), a)
+	if err != nil {
+		return toErrno(err)
+	}
+	if a.Size != nil {
+		n.cacheGen.Store(res.Generation) // the kernel truncated its cache itself
+	}
+	fillAttr(&res, &out.Attr)
+	return 0
+}
+
+// Lookup finds a child by name.
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	in, err := n.fsys.v.Lookup(n.ino(), name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, &in, out), 0
+}
+
+// Mkdir creates a directory owned by the caller.
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	uid, gid := caller(ctx)
+	in, err := n.fsys.v.Mkdir(n.ino(), name, mode&07777, uid, gid)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, &in, out), 0
+}
+
+// Mknod creates a regular file, FIFO, socket or device node.
+func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	kind, ok := kindOf(mode)
+	if !ok {
+		return nil, syscall.EINVAL
+	}
+	uid, gid := caller(ctx)
+	in, err := n.fsys.v.Mknod(n.ino(), name, kind, mode&07777, uid, gid, dev)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, &in, out), 0
+}
+
+// Create makes a regular file and opens it. If the name exists (made by
+// another process since the kernel's last lookup) and O_EXCL is not set,
+// the existing file is opened, as open(2) would.
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	uid, gid := caller(ctx)
+	in, err := n.fsys.v.Mknod(n.ino(), name, vault.KindFile, mode&07777, uid, gid, 0)
+	if errors.Is(err, vault.ErrExists) && flags&syscall.O_EXCL == 0 {
+		in, err = n.fsys.v.Lookup(n.ino(), name)
+	}
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	child := n.newChild(ctx, &in, out)
+	fh, fuseFlags, errno := child.Operations().(*node).open(flags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return child, fh, fuseFlags, 0
+}
+
+// Symlink creates a symbolic link owned by the caller.
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	uid, gid := caller(ctx)
+	in, err := n.fsys.v.Symlink(n.ino(), name, target, uid, gid)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, &in, out), 0
+}
+
+// Readlink returns a symlink's target.
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	in, err := n.fsys.v.GetInode(n.ino())
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	if in.Kind != vault.KindSymlink {
+		return nil, syscall.EINVAL
+	}
+	return []byte(in.Target), 0
+}
+
+// Link adds a hard link to target.
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	in, err := n.fsys.v.Link(int64(target.EmbeddedInode().StableAttr().Ino), n.ino(), name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, &in, out), 0
+}
+
+// Unlink removes a name; an open file stays readable until closed.
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return toErrno(n.fsys.v.Unlink(n.ino(), name))
+}
+
+// Rmdir removes an empty directory.
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return toErrno(n.fsys.v.Rmdir(n.ino(), name))
+}
+
+// Rename moves an entry atomically; RENAME_NOREPLACE and RENAME_EXCHANGE
+// are supported, RENAME_WHITEOUT is not.
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	const supported = uint32(vault.RenameNoReplace | vault.RenameExchange)
+	if flags&^supported != 0 {
+		return syscall.EINVAL
+	}
+	dst := int64(newParent.EmbeddedInode().StableAttr().Ino)
+	return toErrno(n.fsys.v.RenameEntry(n.ino(), name, dst, newName, vault.RenameFlags(flags)))
+}
+
+// Open opens a regular file.
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return n.open(flags)
+}
+
+// Statfs reports the database's size and the free space on its disk.
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st, err := n.fsys.v.StatFS()
+	if err != nil {
+		return toErrno(err)
+	}
+	const bsize = 4096
+	out.Bsize, out.Frsize = bsize, bsize
+	out.Blocks = uint64(st.DBBytes+st.DiskFree) / bsize
+	out.Bfree = uint64(st.FreeBytes) / bsize
+	out.Bavail = out.Bfree
+	// Inodes cost a row, not a preallocated table: report what the free
+	// space could hold at one small file per 4 KiB.
+	out.Files = uint64(st.Inodes) + out.Bfree
+	out.Ffree = out.Bfree
+	out.NameLen = st.NameMax
+	return 0
+}
+
+// OnForget stops watching a file the kernel no longer knows.
+func (n *node) OnForget() { n.fsys.unwatch(n) }
