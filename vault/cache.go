@@ -23,6 +23,10 @@ type writeCache struct {
 	enabled    bool
 	capBytes   int64
 	threshold  int64
+	room       *sync.Cond // signalled when dirty bytes are freed or a write-out ends
+	outRunning bool       // a background write-out is under way
+	outStuck   bool       // the last write-out could free nothing
+	outErr     error      // why the last write-out failed, for the next writer
 	values     map[string]*pendingValue
 	dirs       map[string]int // live pending puts below each directory path
 	valueBytes int64          // sum of entry sizes
@@ -52,6 +56,7 @@ type pendingValue struct {
 func (p *pendingValue) size(key string) int64 { return int64(len(key) + len(p.data)) }
 
 func (c *writeCache) init() {
+	c.room = sync.NewCond(&c.mu)
 	c.values = make(map[string]*pendingValue)
 	c.dirs = make(map[string]int)
 	c.freeBufs = make(map[int][][]byte)
@@ -202,6 +207,26 @@ func (c *writeCache) checkPath(kp keyPath) error {
 	return nil
 }
 
+// isDir reports whether pending puts use key as a directory.
+func (c *writeCache) isDir(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dirs[key] > 0
+}
+
+// deletedParent reports whether a parent directory of kp is a pending
+// delete (of a stored file that a flush must remove first).
+func (c *writeCache) deletedParent(kp keyPath) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := 1; i < len(kp.parts); i++ {
+		if p := c.values[joinParts(kp.parts[:i])]; p != nil && p.deleted {
+			return true
+		}
+	}
+	return false
+}
+
 // dropIfEnabled is drop for writes that bypass the cache.
 func (c *writeCache) dropIfEnabled(key string) {
 	c.mu.Lock()
@@ -333,56 +358,6 @@ func isEntryError(err error) bool {
 	return errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrPermission) || errors.Is(err, ErrExists)
 }
 
-// addDirty accounts for delta bytes of dirty chunks.
-func (c *writeCache) addDirty(delta int64) {
-	c.mu.Lock()
-	c.dirtyBytes += delta
-	c.mu.Unlock()
-}
-
-// budget is the byte limit for pending values and dirty chunks.
-func (c *writeCache) budget() (used, limit int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	limit = defaultFileBudget
-	if c.enabled {
-		limit = c.capBytes
-	}
-	return c.valueBytes + c.dirtyBytes, limit
-}
-
-// reserve makes room for n new dirty chunks of oi before a write adds
-// them: first it writes out completely filled dirty chunks of any open
-// file, then pending values, then everything. A copy of any size thus
-// needs no more memory than the budget.
-func (c *writeCache) reserve(v *Vault, oi *openInode, n int64) error {
-	need := n * oi.cs
-	for step := 0; ; step++ {
-		used, limit := c.budget()
-		if used+need <= limit {
-			return nil
-		}
-		var err error
-		switch step {
-		case 0:
-			for _, o := range v.files.all() {
-				if err = o.commit(v, true); err != nil {
-					break
-				}
-			}
-		case 1:
-			_, err = v.FlushCache()
-		case 2:
-			err = v.files.flushAll(v)
-		default:
-			return nil // a single write bigger than the budget: let it through
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
 // chunkBuf returns a buffer of n bytes for a dirty chunk, reusing freed
 // ones: first-touched memory is slow, recycled memory is not.
 func (c *writeCache) chunkBuf(n int) []byte {
@@ -411,7 +386,7 @@ func (c *writeCache) startBackground(v *Vault, idle time.Duration) {
 	c.stop, c.stopped = make(chan struct{}), make(chan struct{})
 	go func(stop, stopped chan struct{}) {
 		defer close(stopped)
-		tick := time.NewTicker(idle / 4)
+		tick := time.NewTicker(max(idle/4, time.Millisecond)) // a period must be positive
 		defer tick.Stop()
 		for {
 			select {

@@ -251,7 +251,8 @@ func (f *File) Flush() error {
 	if err := f.check("flush", false); err != nil {
 		return err
 	}
-	return wrap("flush", f.name, f.oi.commit(f.v, false))
+	_, err := f.oi.commit(f.v, false)
+	return wrap("flush", f.name, err)
 }
 
 // Sync commits the file's dirty data and makes it durable: it returns

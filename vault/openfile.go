@@ -3,6 +3,7 @@ package vault
 import (
 	"database/sql"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -28,13 +29,19 @@ type openInode struct {
 	err   error         // why loading failed
 	cs    int64
 
+	// commitMu serializes commits and truncates of this inode, so that
+	// the flushing set belongs to one commit at a time.
+	commitMu sync.Mutex
+
 	mu         sync.RWMutex
 	size       int64 // the size writers see, dirty data included
 	stored     int64 // no stored chunk row holds data at or past this offset
 	dirty      map[int64]*dirtyChunk
-	mtime      int64 // pending times, valid when timesDirty
+	flushing   map[int64]*dirtyChunk // being committed, read-only until the commit ends
+	mtime      int64                 // pending times, valid when timesDirty
 	ctime      int64
 	timesDirty bool
+	timesSeq   uint64 // counts touches, so a commit knows whether newer times arrived
 }
 
 // dirtyChunk is a chunk's full current contents: buf[:n] are its bytes,
@@ -111,7 +118,7 @@ func (v *Vault) acquire(ino int64) (*openInode, error) {
 // commit fails the dirty data stays registered, so FlushCache or Close
 // retries it, and the error is returned.
 func (v *Vault) releaseInode(oi *openInode) error {
-	err := oi.commit(v, false)
+	_, err := oi.commit(v, false)
 	v.files.mu.Lock()
 	oi.refs--
 	last := oi.refs == 0 && !oi.hasDirty()
@@ -128,14 +135,14 @@ func (v *Vault) releaseInode(oi *openInode) error {
 func (oi *openInode) hasDirty() bool {
 	oi.mu.RLock()
 	defer oi.mu.RUnlock()
-	return len(oi.dirty) > 0 || oi.timesDirty
+	return len(oi.dirty) > 0 || len(oi.flushing) > 0 || oi.timesDirty
 }
 
 // flushAll commits the dirty data of every open inode.
 func (f *openFiles) flushAll(v *Vault) error {
 	var first error
 	for _, oi := range f.all() {
-		if err := oi.commit(v, false); err != nil && first == nil {
+		if _, err := oi.commit(v, false); err != nil && first == nil {
 			first = err
 		}
 	}
@@ -157,7 +164,7 @@ func (oi *openInode) readAt(v *Vault, p []byte, off int64) (int, error) {
 		start := idx * oi.cs
 		dst := p[max(start, off)-off : min(start+oi.cs, end)-off]
 		within := int(max(off-start, 0)) // offset of dst inside the chunk
-		switch dc := oi.dirty[idx]; {
+		switch dc := oi.pending(idx); {
 		case dc != nil:
 			copyChunk(dst, dc.buf[:dc.n], within)
 		case start >= oi.stored:
@@ -303,6 +310,16 @@ func (oi *openInode) writeLocked(v *Vault, p []byte, off int64) error {
 func (oi *openInode) touch() {
 	now := time.Now().UnixNano()
 	oi.mtime, oi.ctime, oi.timesDirty = now, now, true
+	oi.timesSeq++
+}
+
+// pending returns chunk idx's uncommitted contents, if any: a dirty copy,
+// or else one being committed.
+func (oi *openInode) pending(idx int64) *dirtyChunk {
+	if dc := oi.dirty[idx]; dc != nil {
+		return dc
+	}
+	return oi.flushing[idx]
 }
 
 // dirtyChunk returns chunk idx's dirty copy, creating it for a write of
@@ -315,7 +332,10 @@ func (oi *openInode) dirtyChunk(v *Vault, idx, lo, hi int64) (*dirtyChunk, error
 	start := idx * oi.cs
 	dc := &dirtyChunk{buf: v.cache.chunkBuf(int(oi.cs))}
 	storedEnd := min(start+oi.cs, oi.stored)
-	if start < storedEnd && (lo > start || hi < storedEnd) {
+	if fc := oi.flushing[idx]; fc != nil {
+		// Being committed: write to a copy, which the next commit stores.
+		dc.n = copy(dc.buf, fc.buf[:fc.n])
+	} else if start < storedEnd && (lo > start || hi < storedEnd) {
 		err := v.view("write", "", func(q *sql.Tx) error {
 			return v.scanChunks(q, oi.ino, idx, idx, func(_ int64, data []byte) error {
 				dc.n = copy(dc.buf, data)
@@ -335,67 +355,87 @@ func (oi *openInode) dirtyChunk(v *Vault, idx, lo, hi int64) (*dirtyChunk, error
 	return dc, nil
 }
 
-// commit writes dirty chunks and the size and times in one transaction.
-// With fullOnly it writes only chunks that are completely filled (the
-// budget's early write-out, which leaves partial chunks to grow).
-func (oi *openInode) commit(v *Vault, fullOnly bool) error {
+// commit writes dirty chunks and the size and times in one transaction
+// and returns how many chunks it wrote. With fullOnly it writes only
+// chunks that are completely filled (the budget's early write-out, which
+// leaves partial chunks to grow). The chunks move to the flushing set
+// for the transaction, so writes and reads of the file go on meanwhile:
+// a write to a chunk being committed goes to a fresh copy.
+func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
+	oi.commitMu.Lock()
+	defer oi.commitMu.Unlock()
 	oi.mu.Lock()
-	defer oi.mu.Unlock()
-	var idxs []int64
+	batch := make(map[int64]*dirtyChunk)
 	for idx, dc := range oi.dirty {
 		if !fullOnly || int64(dc.n) == oi.cs {
-			idxs = append(idxs, idx)
+			batch[idx] = dc
 		}
 	}
-	if len(idxs) == 0 && (fullOnly || !oi.timesDirty) {
-		return nil
+	if len(batch) == 0 && (fullOnly || !oi.timesDirty) {
+		oi.mu.Unlock()
+		return 0, nil
 	}
-	slices.Sort(idxs)
+	for idx := range batch {
+		delete(oi.dirty, idx)
+	}
+	oi.flushing = batch
+	size, mtime, ctime, withTimes, seq := oi.size, oi.mtime, oi.ctime, oi.timesDirty && !fullOnly, oi.timesSeq
+	oi.mu.Unlock()
+
+	idxs := slices.Sorted(maps.Keys(batch))
 	var dataEnd int64
 	err := v.update("write", "", func(t *tx) error {
+		dataEnd = 0
 		for _, idx := range idxs {
-			dc := oi.dirty[idx]
+			dc := batch[idx]
 			if err := t.putChunk(oi.ino, idx, dc.buf[:dc.n]); err != nil {
 				return err
 			}
 			dataEnd = max(dataEnd, idx*oi.cs+int64(dc.n))
 		}
-		size := oi.size
-		if fullOnly {
+		var err error
+		switch {
+		case fullOnly:
 			// Only part of the file is committed: grow the stored size to
 			// cover what was written, no further.
-			size = min(oi.size, dataEnd)
-			_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET size = max(size, ?), generation = generation + 1 WHERE id = ?`), size, oi.ino)
-			return err
+			_, err = t.Exec(v.sql(`UPDATE {t}_inodes SET size = max(size, ?), generation = generation + 1 WHERE id = ?`), min(size, dataEnd), oi.ino)
+		case withTimes:
+			_, err = t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?, mtime = ?, ctime = ?, generation = generation + 1 WHERE id = ?`),
+				size, mtime, ctime, oi.ino)
+		default:
+			_, err = t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?, generation = generation + 1 WHERE id = ?`), size, oi.ino)
 		}
-		if !oi.timesDirty {
-			_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?, generation = generation + 1 WHERE id = ?`), size, oi.ino)
-			return err
-		}
-		_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?, mtime = ?, ctime = ?, generation = generation + 1 WHERE id = ?`),
-			size, oi.mtime, oi.ctime, oi.ino)
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	for _, idx := range idxs {
-		v.cache.putChunkBuf(oi.dirty[idx].buf)
-		delete(oi.dirty, idx)
+
+	oi.mu.Lock()
+	defer oi.mu.Unlock()
+	oi.flushing = nil
+	for idx, dc := range batch {
+		if err != nil && oi.dirty[idx] == nil {
+			oi.dirty[idx] = dc // not committed: pending again
+			continue
+		}
+		v.cache.putChunkBuf(dc.buf)
 		v.cache.addDirty(-oi.cs)
 	}
+	if err != nil {
+		return 0, err
+	}
 	oi.stored = max(oi.stored, dataEnd)
-	if !fullOnly {
+	if withTimes && oi.timesSeq == seq {
 		oi.timesDirty = false
 	}
 	v.reads.dropInode(oi.ino)
-	return nil
+	return len(batch), nil
 }
 
 // truncate sets the size, committing at once: dirty chunks past the new
 // end are dropped, the one it falls inside is cut, and stored rows past
 // it are deleted, so that growing the file again exposes zeros.
 func (oi *openInode) truncate(v *Vault, size int64) error {
+	oi.commitMu.Lock()
+	defer oi.commitMu.Unlock()
 	oi.mu.Lock()
 	defer oi.mu.Unlock()
 	for idx, dc := range oi.dirty {
@@ -454,6 +494,11 @@ func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 	first := off / oi.cs
 	var idxs []int64
 	for idx := range oi.dirty {
+		if idx >= first {
+			idxs = append(idxs, idx)
+		}
+	}
+	for idx := range oi.flushing {
 		if idx >= first {
 			idxs = append(idxs, idx)
 		}

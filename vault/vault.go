@@ -266,6 +266,7 @@ func (v *Vault) Close() error {
 		return nil
 	}
 	v.cache.stopBackground()
+	v.cache.waitWriteOut()
 	_, err := v.FlushCache()
 	if ferr := v.files.flushAll(v); err == nil {
 		err = ferr
