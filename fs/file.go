@@ -39,13 +39,10 @@ var (
 	_ gofs.FileAllocater = (*handle)(nil)
 )
 
-// open opens the node's file with open(2) flags. The kernel keeps its
-// page cache for the file only if no other process changed the data
-// since this mount last cached it.
-func (n *node) open(flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	acc := int(flags) & syscall.O_ACCMODE
+// openFlags converts open(2) flags to the os.O_* flags the vault takes.
+func openFlags(flags uint32) int {
 	osFlags := os.O_RDONLY
-	switch acc {
+	switch int(flags) & syscall.O_ACCMODE {
 	case syscall.O_WRONLY:
 		osFlags = os.O_WRONLY
 	case syscall.O_RDWR:
@@ -54,22 +51,33 @@ func (n *node) open(flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_APPEND != 0 {
 		osFlags |= os.O_APPEND
 	}
-	f, err := n.fsys.v.OpenInode(n.ino(), osFlags)
+	return osFlags
+}
+
+// open opens the node's file with open(2) flags. The kernel keeps its
+// page cache for the file only if no other process changed the data
+// since this mount last cached it.
+func (n *node) open(flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	f, err := n.fsys.v.OpenInode(n.ino(), openFlags(flags))
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	h := &handle{n: n, f: f, writable: acc != syscall.O_RDONLY, append: flags&syscall.O_APPEND != 0}
+	var fuseFlags uint32
+	if gen := f.Generation(); n.cacheGen.Swap(gen) == gen {
+		fuseFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	return n.newHandle(f, flags), fuseFlags, 0
+}
+
+// newHandle wraps an open vault file for the kernel.
+func (n *node) newHandle(f *vault.File, flags uint32) *handle {
+	h := &handle{n: n, f: f, writable: int(flags)&syscall.O_ACCMODE != syscall.O_RDONLY, append: flags&syscall.O_APPEND != 0}
 	if h.writable {
 		n.writers.Add(1)
 	}
-	var fuseFlags uint32
-	if st, err := f.Stat(); err == nil {
-		if n.cacheGen.Swap(st.Generation) == st.Generation {
-			fuseFlags |= fuse.FOPEN_KEEP_CACHE
-		}
-	}
+	n.cacheGen.Store(f.Generation())
 	n.fsys.watch(n)
-	return h, fuseFlags, 0
+	return h
 }
 
 // Read reads from the vault; dirty data of other handles is included.
@@ -134,11 +142,13 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 // Release closes the handle. The kernel ignores its error; Flush has
 // already reported any failure to commit.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	gen := h.f.Generation()
 	err := h.f.Close()
 	if h.writable {
-		if st, serr := h.n.fsys.v.GetInode(h.n.ino()); serr == nil {
-			h.n.cacheGen.Store(st.Generation) // the kernel's pages hold what we wrote
+		if err == nil {
+			gen = h.f.Generation() // the commit at close: the kernel's pages hold it
 		}
+		h.n.cacheGen.Store(gen)
 		h.n.writers.Add(-1)
 	}
 	return toErrno(err)

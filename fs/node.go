@@ -167,24 +167,28 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 	return n.newChild(ctx, &in, out), 0
 }
 
-// Create makes a regular file and opens it. If the name exists (made by
-// another process since the kernel's last lookup) and O_EXCL is not set,
-// the existing file is opened, as open(2) would.
+// Create makes a regular file and opens it, in one transaction. If the
+// name exists (made by another process since the kernel's last lookup)
+// and O_EXCL is not set, the existing file is opened, as open(2) would.
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	uid, gid := caller(ctx)
-	in, err := n.fsys.v.Mknod(n.ino(), name, vault.KindFile, mode&07777, uid, gid, 0)
+	f, in, err := n.fsys.v.CreateFile(n.ino(), name, mode&07777, uid, gid, openFlags(flags))
 	if errors.Is(err, vault.ErrExists) && flags&syscall.O_EXCL == 0 {
-		in, err = n.fsys.v.Lookup(n.ino(), name)
+		if in, err = n.fsys.v.Lookup(n.ino(), name); err != nil {
+			return nil, nil, 0, toErrno(err)
+		}
+		child := n.newChild(ctx, &in, out)
+		fh, fuseFlags, errno := child.Operations().(*node).open(flags)
+		if errno == 0 && flags&syscall.O_TRUNC != 0 {
+			errno = toErrno(fh.(*handle).f.Truncate(0))
+		}
+		return child, fh, fuseFlags, errno
 	}
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
 	child := n.newChild(ctx, &in, out)
-	fh, fuseFlags, errno := child.Operations().(*node).open(flags)
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	return child, fh, fuseFlags, 0
+	return child, child.Operations().(*node).newHandle(f, flags), 0, 0
 }
 
 // Symlink creates a symbolic link owned by the caller.

@@ -46,6 +46,9 @@ func (v *Vault) OpenFile(key string, flag int, perm fs.FileMode) (*File, error) 
 	}
 	var in Inode
 	if flag&os.O_CREATE != 0 {
+		if err := v.checkDirect(kp); err != nil { // the cached view must allow the new file
+			return nil, wrap("open", key, err)
+		}
 		err = v.update("open", key, func(t *tx) error {
 			old, err := v.resolve(t, kp)
 			switch {
@@ -216,6 +219,15 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 	}
 	f.off = offset
 	return offset, nil
+}
+
+// Generation returns the inode's data generation as this process last
+// saw it: when the file was opened, or when this process last committed
+// to it. A mount compares it to decide whether cached pages are current.
+func (f *File) Generation() int64 {
+	f.oi.mu.RLock()
+	defer f.oi.mu.RUnlock()
+	return f.oi.gen
 }
 
 // Size returns the current size, uncommitted writes included.

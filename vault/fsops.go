@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 )
 
@@ -103,20 +104,61 @@ func (v *Vault) Symlink(parent int64, name, target string, uid, gid uint32) (Ino
 func (v *Vault) createEntry(op string, parent int64, name string, kind Kind, mode, uid, gid uint32, target string, rdev uint32) (Inode, error) {
 	var in Inode
 	err := v.update(op, name, func(t *tx) error {
-		p, err := v.loadInode(t, parent)
-		if err != nil {
-			return err
-		}
-		if p.Mode&syscall.S_ISGID != 0 {
-			gid = p.GID
-			if kind == KindDir {
-				mode |= syscall.S_ISGID
-			}
-		}
-		in, err = t.create(parent, name, kind, mode, uid, gid, target, rdev)
+		var err error
+		in, err = t.createInherit(parent, name, kind, mode, uid, gid, target, rdev)
 		return err
 	})
 	return in, err
+}
+
+// createInherit is create with a setgid parent's group (and, for a
+// directory, its setgid bit) passed on, as on ext4.
+func (t *tx) createInherit(parent int64, name string, kind Kind, mode, uid, gid uint32, target string, rdev uint32) (Inode, error) {
+	p, err := t.v.loadInode(t, parent)
+	if err != nil {
+		return p, err
+	}
+	if p.Mode&syscall.S_ISGID != 0 {
+		gid = p.GID
+		if kind == KindDir {
+			mode |= syscall.S_ISGID
+		}
+	}
+	return t.create(parent, name, kind, mode, uid, gid, target, rdev)
+}
+
+// CreateFile creates regular file name in parent and opens it with
+// os.O_* access flags, in one transaction: what open(2) with O_CREAT
+// does in the mount.
+func (v *Vault) CreateFile(parent int64, name string, mode, uid, gid uint32, flag int) (*File, Inode, error) {
+	var in Inode
+	if v.readOnly {
+		return nil, in, wrap("create", name, v.readOnlyErr())
+	}
+	sid, err := v.sessionID()
+	if err != nil {
+		return nil, in, err
+	}
+	err = v.update("create", name, func(t *tx) error {
+		var err error
+		if in, err = t.createInherit(parent, name, KindFile, mode, uid, gid, "", 0); err != nil {
+			return err
+		}
+		_, err = t.Exec(v.sql(`INSERT OR IGNORE INTO {t}_open (session, inode) VALUES (?, ?)`), sid, in.ID)
+		return err
+	})
+	if err != nil {
+		return nil, in, err
+	}
+	v.sess.mu.Lock()
+	if v.sess.registered == nil {
+		v.sess.registered = make(map[int64]bool)
+	}
+	v.sess.registered[in.ID] = true
+	v.sess.mu.Unlock()
+	oi := v.adopt(in)
+	f := &File{v: v, oi: oi, name: name, writable: flag&(os.O_WRONLY|os.O_RDWR) != 0, append: flag&os.O_APPEND != 0}
+	return f, in, nil
 }
 
 // Link adds name in parent as a new link to the existing inode ino.

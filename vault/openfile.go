@@ -42,6 +42,7 @@ type openInode struct {
 	ctime      int64
 	timesDirty bool
 	timesSeq   uint64 // counts touches, so a commit knows whether newer times arrived
+	gen        int64  // the data generation as of the last load or commit here
 }
 
 // dirtyChunk is a chunk's full current contents: buf[:n] are its bytes,
@@ -104,13 +105,33 @@ func (v *Vault) acquire(ino int64) (*openInode, error) {
 		v.files.mu.Unlock()
 		oi.err = err
 	} else {
-		oi.cs, oi.size, oi.stored = int64(in.ChunkSize), in.Size, in.Size
-		if oi.cs == 0 {
-			oi.cs = int64(v.opts.ChunkSize)
-		}
+		oi.load(v, in)
 	}
 	close(oi.ready)
 	return oi, err
+}
+
+// load sets the state of a newly opened inode from its stored metadata.
+func (oi *openInode) load(v *Vault, in Inode) {
+	oi.cs, oi.size, oi.stored, oi.gen = int64(in.ChunkSize), in.Size, in.Size, in.Generation
+	if oi.cs == 0 {
+		oi.cs = int64(v.opts.ChunkSize)
+	}
+}
+
+// adopt registers a file this process has just created (and recorded as
+// open in the same transaction): nobody else can know it yet.
+func (v *Vault) adopt(in Inode) *openInode {
+	oi := &openInode{ino: in.ID, refs: 1, ready: make(chan struct{})}
+	oi.load(v, in)
+	close(oi.ready)
+	v.files.mu.Lock()
+	defer v.files.mu.Unlock()
+	if v.files.m == nil {
+		v.files.m = make(map[int64]*openInode)
+	}
+	v.files.m[in.ID] = oi
+	return oi
 }
 
 // releaseInode drops one reference. The last one commits the dirty data
@@ -383,7 +404,7 @@ func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
 	oi.mu.Unlock()
 
 	idxs := slices.Sorted(maps.Keys(batch))
-	var dataEnd int64
+	var dataEnd, gen int64
 	err := v.update("write", "", func(t *tx) error {
 		dataEnd = 0
 		for _, idx := range idxs {
@@ -393,19 +414,20 @@ func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
 			}
 			dataEnd = max(dataEnd, idx*oi.cs+int64(dc.n))
 		}
-		var err error
+		var row *sql.Row
 		switch {
 		case fullOnly:
 			// Only part of the file is committed: grow the stored size to
 			// cover what was written, no further.
-			_, err = t.Exec(v.sql(`UPDATE {t}_inodes SET size = max(size, ?), generation = generation + 1 WHERE id = ?`), min(size, dataEnd), oi.ino)
+			row = t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = max(size, ?), generation = generation + 1 WHERE id = ? RETURNING generation`),
+				min(size, dataEnd), oi.ino)
 		case withTimes:
-			_, err = t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?, mtime = ?, ctime = ?, generation = generation + 1 WHERE id = ?`),
+			row = t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?, mtime = ?, ctime = ?, generation = generation + 1 WHERE id = ? RETURNING generation`),
 				size, mtime, ctime, oi.ino)
 		default:
-			_, err = t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?, generation = generation + 1 WHERE id = ?`), size, oi.ino)
+			row = t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?, generation = generation + 1 WHERE id = ? RETURNING generation`), size, oi.ino)
 		}
-		return err
+		return row.Scan(&gen)
 	})
 
 	oi.mu.Lock()
@@ -423,6 +445,7 @@ func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
 		return 0, err
 	}
 	oi.stored = max(oi.stored, dataEnd)
+	oi.gen = gen
 	if withTimes && oi.timesSeq == seq {
 		oi.timesDirty = false
 	}
@@ -450,19 +473,20 @@ func (oi *openInode) truncate(v *Vault, size int64) error {
 			dc.n = int(size - start)
 		}
 	}
+	var gen int64
 	err := v.update("truncate", "", func(t *tx) error {
 		if err := t.truncateChunks(oi.ino, int(oi.cs), size); err != nil {
 			return err
 		}
-		_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET size = ?1, mtime = ?2, ctime = ?2, generation = generation + 1 WHERE id = ?3`),
-			size, t.now, oi.ino)
-		return err
+		return t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?1, mtime = ?2, ctime = ?2, generation = generation + 1 WHERE id = ?3 RETURNING generation`),
+			size, t.now, oi.ino).Scan(&gen)
 	})
 	if err != nil {
 		return err
 	}
 	oi.size = size
 	oi.stored = min(oi.stored, size)
+	oi.gen = gen
 	oi.timesDirty = false
 	v.reads.dropInode(oi.ino)
 	return nil
