@@ -194,4 +194,3 @@ func (f *FS) pollChanges() {
 		}
 	}
 }
-

@@ -8,7 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-		"sync"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +72,10 @@ func Open(path string, opts *Options) (*Vault, error) {
 func (v *Vault) open() error {
 	dir := filepath.Dir(v.path)
 	if st, err := os.Stat(dir); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // "directory /x: no such file or directory", not "stat /x: ..." again
+		}
 		return fmt.Errorf("directory %s: %w", dir, err)
 	} else if !st.IsDir() {
 		return fmt.Errorf("%s is not a directory: %w", dir, fs.ErrNotExist)

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/urfave/cli/v2"
+)
+
+// The vault options a command line can set. --table is accepted before
+// the command (for every command) and after it; --chunk-size only where
+// new data is written.
+
+// tableFlag is --table: which vault in the file.
+func tableFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:  "table",
+		Value: vault.DefaultTable,
+		Usage: "prefix of the vault's table names, so one SQLite file can hold several vaults (an SQL identifier)",
+	}
+}
+
+// chunkSizeFlag is --chunk-size: how new data is split into chunk rows.
+func chunkSizeFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:  "chunk-size",
+		Value: formatSize(vault.DefaultChunkSize),
+		Usage: "chunk size of the new value: a multiple of 4K from 4K to 64M, like 256K, 1M or 1MiB (K/M/G/KiB/MiB/GiB are powers of 1024, KB/MB/GB of 1000)",
+	}
+}
+
+// Limits of vault.Options that the CLI checks itself, so that a bad value
+// is reported against the flag that set it rather than as an option name
+// the user never typed. vault.Open validates them again.
+const (
+	minChunkSize = 4 << 10
+	maxChunkSize = 64 << 20
+)
+
+var identifierRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// flagValue returns the value of a string flag from the innermost context
+// that set it, so "kvaultfs --table t ls" and "kvaultfs ls --table t"
+// mean the same, and the command's own setting wins over the global one.
+func flagValue(ctx *cli.Context, name string) string {
+	for _, c := range ctx.Lineage() {
+		if slices.Contains(c.LocalFlagNames(), name) {
+			return c.String(name)
+		}
+	}
+	return ctx.String(name)
+}
+
+// badFlag reports an unusable flag value as a usage error naming the flag.
+func badFlag(ctx *cli.Context, name, value, why string) error {
+	return usageError(ctx, "invalid value %q for flag --%s: %s", value, name, why)
+}
+
+// vaultOptions builds the options for ctx's command from its flags.
+func vaultOptions(ctx *cli.Context, readOnly bool) (*vault.Options, error) {
+	o := vault.DefaultOptions()
+	o.ReadOnly = readOnly
+	o.Table = flagValue(ctx, "table")
+	if !identifierRE.MatchString(o.Table) {
+		return nil, badFlag(ctx, "table", o.Table, "must be an SQL identifier: a letter or _, then letters, digits or _, at most 64")
+	}
+	if hasFlag(ctx, "chunk-size") {
+		s := flagValue(ctx, "chunk-size")
+		n, err := parseSize(s)
+		if err != nil {
+			return nil, badFlag(ctx, "chunk-size", s, err.Error())
+		}
+		if n < minChunkSize || n > maxChunkSize || n%4096 != 0 {
+			return nil, badFlag(ctx, "chunk-size", s, fmt.Sprintf("is %d bytes; must be a multiple of 4096 from 4K to 64M", n))
+		}
+		o.ChunkSize = int(n)
+	}
+	return o, nil
+}
+
+// hasFlag reports whether ctx's command (or the app) defines the flag.
+func hasFlag(ctx *cli.Context, name string) bool {
+	for _, c := range ctx.Lineage() {
+		if c.Command == nil {
+			continue
+		}
+		for _, f := range c.Command.Flags {
+			if slices.Contains(f.Names(), name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// How a command opens its vault.
+type openMode int
+
+const (
+	openRead   openMode = iota // read-only; the file must exist
+	openWrite                  // writable; the file must exist
+	openCreate                 // writable; a missing file is created
+)
+
+// openVault opens the vault at db for ctx's command. Only openCreate may
+// create the file: a mistyped path given to get, ls or rm must be an
+// error, not a new empty vault left behind.
+func openVault(ctx *cli.Context, db string, mode openMode) (*vault.Vault, error) {
+	o, err := vaultOptions(ctx, mode == openRead)
+	if err != nil {
+		return nil, err
+	}
+	if mode != openCreate {
+		if _, err := os.Stat(db); err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // "DB: no such file or directory", not "stat DB: ..."
+			}
+			return nil, fmt.Errorf("%s: %w", db, err)
+		}
+	}
+	return vault.Open(db, o)
+}
+
+// closeVault closes v, keeping the first error: a failed Close after a
+// put means the data may not be complete in the .db file.
+func closeVault(v *vault.Vault, err *error) {
+	if cerr := v.Close(); *err == nil {
+		*err = cerr
+	}
+}
+
+// sizeUnits maps a size suffix to its multiplier. Bare K, M and G are
+// binary, as they are for dd, since chunk sizes are powers of two; the
+// SI spellings keep their SI meaning rather than surprising anyone.
+var sizeUnits = map[string]int64{
+	"": 1, "b": 1,
+	"k": 1 << 10, "ki": 1 << 10, "kib": 1 << 10, "kb": 1000,
+	"m": 1 << 20, "mi": 1 << 20, "mib": 1 << 20, "mb": 1000 * 1000,
+	"g": 1 << 30, "gi": 1 << 30, "gib": 1 << 30, "gb": 1000 * 1000 * 1000,
+}
+
+// parseSize reads a byte count like 4096, 256K, 1M or 1MiB.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := strings.IndexFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(t)
+	}
+	mult, ok := sizeUnits[strings.ToLower(strings.TrimSpace(t[i:]))]
+	if i == 0 || !ok {
+		return 0, errors.New("want a size like 256K, 1M or 1MiB")
+	}
+	n, err := strconv.ParseInt(t[:i], 10, 64)
+	if err != nil || n > (1<<62)/mult {
+		return 0, errors.New("size out of range")
+	}
+	return n * mult, nil
+}
+
+// formatSize writes n in the largest binary unit that divides it.
+func formatSize(n int64) string {
+	switch {
+	case n != 0 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "G"
+	case n != 0 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "M"
+	case n != 0 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "K"
+	}
+	return strconv.FormatInt(n, 10)
+}
