@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -30,7 +31,7 @@ type writeCache struct {
 	values     map[string]*pendingValue
 	dirs       map[string]int // live pending puts below each directory path
 	valueBytes int64          // sum of entry sizes
-	dirtyBytes int64 // bytes of open files' dirty chunks
+	dirtyBytes int64          // bytes of open files' dirty chunks
 	seq        uint64
 
 	// flushMu serializes flushes; a write that bypasses the cache takes it
@@ -247,6 +248,22 @@ func (c *writeCache) drop(key string) {
 	c.set(key, nil)
 }
 
+// dropUnstored forgets key's pending entry if, once no flush is running,
+// isStored finds the key absent from the database, and reports whether
+// it did. A flush that ran meanwhile may have stored some version of the
+// key (even an older one): then the caller must cache a delete instead.
+func (c *writeCache) dropUnstored(key string, isStored func() (bool, error)) (bool, error) {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	if stored, err := isStored(); err != nil || stored {
+		return false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.set(key, nil)
+	return true, nil
+}
+
 // roomFor reports whether n more bytes fit under capBytes.
 func (c *writeCache) roomFor(n int64) bool {
 	c.mu.Lock()
@@ -266,6 +283,23 @@ func (c *writeCache) snapshot(prefix string) []string {
 	}
 	slices.SortFunc(keys, compareKeys)
 	return keys
+}
+
+// snapshotStates is snapshot with each key's state: true for a pending
+// delete, false for a pending put.
+func (c *writeCache) snapshotStates(prefix string) ([]string, map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var keys []string
+	deleted := make(map[string]bool)
+	for k, p := range c.values {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+			deleted[k] = p.deleted
+		}
+	}
+	slices.SortFunc(keys, compareKeys)
+	return keys, deleted
 }
 
 // FlushCache commits every pending put and delete in one transaction and

@@ -1,10 +1,10 @@
 package vault
 
 import (
-	"errors"
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"net/url"
 	"runtime"

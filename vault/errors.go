@@ -92,10 +92,16 @@ func quoteKey(k string) string {
 
 // wrap gives err the operation and key, translating SQLite's errors into
 // the package's sentinels. It returns nil for nil and leaves an *Error
-// that already names an operation alone.
+// that names another key alone.
 func wrap(op, key string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if ve, ok := err.(*Error); ok && key != "" && (ve.Key == "" || (ve.Key == key && ve.Op != op)) {
+		// An inner step that did not know the key (a chunk read, a
+		// commit) or ran as another operation (the stat inside an open):
+		// name the caller's operation and key instead.
+		return &Error{Op: op, Key: key, Err: ve.Err}
 	}
 	var ve *Error
 	if errors.As(err, &ve) {

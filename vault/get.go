@@ -16,6 +16,9 @@ func (v *Vault) Get(key string) ([]byte, error) {
 	if err != nil {
 		return nil, wrap("get", key, err)
 	}
+	if v.cache.isDir(key) { // a directory in the cached view
+		return nil, wrap("get", key, ErrIsDir)
+	}
 	if p, ok := v.cache.lookup(key); ok {
 		if p.deleted {
 			return nil, wrap("get", key, ErrNotFound)
@@ -39,6 +42,9 @@ func (v *Vault) GetTo(key string, w io.Writer) (int64, error) {
 	kp, err := parseKey(key)
 	if err != nil {
 		return 0, wrap("get", key, err)
+	}
+	if v.cache.isDir(key) { // a directory in the cached view
+		return 0, wrap("get", key, ErrIsDir)
 	}
 	if p, ok := v.cache.lookup(key); ok {
 		if p.deleted {

@@ -27,7 +27,10 @@ type Item struct {
 // pair, with an empty key.
 func (v *Vault) Keys(prefix string) iter.Seq2[string, error] {
 	return func(yield func(string, error) bool) {
-		pending := v.cache.snapshot(prefix)
+		// The pending entries as of now decide for their keys, even if a
+		// flush or a write changes them during the listing: a key that
+		// exists throughout is listed exactly once.
+		pending, deleted := v.cache.snapshotStates(prefix)
 		if len(pending) == 0 {
 			for k, err := range v.storedKeys(prefix) {
 				if !yield(k, wrap("list", prefix, err)) || err != nil {
@@ -37,10 +40,7 @@ func (v *Vault) Keys(prefix string) iter.Seq2[string, error] {
 			return
 		}
 		// Merge the stored keys with the pending ones, which win.
-		emit := func(k string) bool {
-			p, ok := v.cache.lookup(k)
-			return !ok || p.deleted || yield(k, nil)
-		}
+		emit := func(k string) bool { return deleted[k] || yield(k, nil) }
 		for k, err := range v.storedKeys(prefix) {
 			if err != nil {
 				yield("", wrap("list", prefix, err))
@@ -52,8 +52,8 @@ func (v *Vault) Keys(prefix string) iter.Seq2[string, error] {
 				}
 				pending = pending[1:]
 			}
-			if _, ok := v.cache.lookup(k); ok {
-				continue // pending: emitted (or deleted) from the cache
+			if _, ok := deleted[k]; ok {
+				continue // pending: emitted (or deleted) from the snapshot
 			}
 			if !yield(k, nil) {
 				return
@@ -265,6 +265,10 @@ func (v *Vault) walkBinary(prefix string, yield func(string, error) bool) {
 
 // Len returns the number of keys, pending cache entries included.
 func (v *Vault) Len() (int, error) {
+	// A flush committing between the count and the adjustments for the
+	// pending entries below would count its entries twice or not at all.
+	v.cache.flushMu.Lock()
+	defer v.cache.flushMu.Unlock()
 	var n int
 	err := v.view("len", "", func(q *sql.Tx) error {
 		return q.QueryRow(v.sql(`SELECT count(*) FROM {t}_dentries d JOIN {t}_inodes i ON i.id = d.child

@@ -32,12 +32,21 @@ func (v *Vault) Put(key string, value []byte) error {
 		return wrap("put", key, err)
 	}
 	if v.cache.accepts(key, len(value)) {
+		if err := v.checkOpen(); err != nil { // after Close nothing would flush it
+			return wrap("put", key, err)
+		}
 		if err := v.checkCachedPut(kp); err != nil {
 			return wrap("put", key, err)
 		}
-		if !v.cache.roomFor(int64(len(key) + len(value))) {
-			if _, err := v.FlushCache(); err != nil {
+		// Make room in the budget as the write-out does: whole dirty
+		// chunks of open files first, then cached values, then the rest.
+		for !v.cache.roomFor(int64(len(key) + len(value))) {
+			progress, err := v.writeOutStep()
+			if err != nil {
 				return wrap("put", key, err)
+			}
+			if !progress {
+				break
 			}
 		}
 		if v.cache.record(key, bytes.Clone(value), false) {
@@ -48,6 +57,9 @@ func (v *Vault) Put(key string, value []byte) error {
 	}
 	if len(value) > streamBatchBytes {
 		return v.PutReader(key, bytes.NewReader(value), int64(len(value)))
+	}
+	if err := v.checkDirect(kp); err != nil {
+		return wrap("put", key, err)
 	}
 	v.cache.dropIfEnabled(key)
 	return v.update("put", key, func(t *tx) error { return t.putValue(kp, value, t.now) })
@@ -71,13 +83,18 @@ func (v *Vault) PutReader(key string, r io.Reader, size int64) error {
 	if v.readOnly {
 		return wrap("put", key, v.readOnlyErr())
 	}
+	if err := v.checkDirect(kp); err != nil {
+		return wrap("put", key, err)
+	}
 	v.cache.dropIfEnabled(key)
 	if size >= 0 {
 		r = &exactReader{r: io.LimitReader(r, size+1), want: size}
 	}
 	bp := batchBufs.Get().(*[]byte)
 	defer batchBufs.Put(bp)
-	buf := *bp
+	// A whole number of chunks, so that every batch ends on a chunk
+	// boundary (the inode gets this chunk size in streamPut).
+	buf := batchFor(bp, v.opts.ChunkSize)
 	n, err := io.ReadFull(r, buf)
 	if err == io.EOF || err == io.ErrUnexpectedEOF { // fits one batch: one transaction
 		return v.update("put", key, func(t *tx) error { return t.putValue(kp, buf[:n], t.now) })
@@ -240,6 +257,9 @@ func (v *Vault) Delete(key string) error {
 // stored, or just the removal of a pending put that never reached the
 // database.
 func (v *Vault) cachedDelete(kp keyPath) error {
+	if v.cache.isDir(kp.key) { // a directory in the cached view
+		return ErrIsDir
+	}
 	p, cached := v.cache.lookup(kp.key)
 	if cached && p.deleted {
 		return ErrNotFound
@@ -254,9 +274,18 @@ func (v *Vault) cachedDelete(kp keyPath) error {
 	case !stored && !cached:
 		return ErrNotFound
 	case !stored:
-		v.cache.drop(kp.key)
-		return nil
+		gone, err := v.cache.dropUnstored(kp.key, func() (bool, error) {
+			_, err := v.statStored(kp)
+			if errors.Is(err, ErrNotFound) {
+				return false, nil
+			}
+			return err == nil, err
+		})
+		if err != nil || gone {
+			return err
+		}
 	}
+	// Stored, or written by a flush that ran meanwhile: cache a delete.
 	if v.cache.record(kp.key, nil, true) {
 		_, err := v.FlushCache()
 		return err
@@ -319,6 +348,24 @@ func (v *Vault) checkCachedPut(kp keyPath) error {
 		}
 		return nil
 	})
+}
+
+// checkDirect readies a write of kp that bypasses the enabled cache: the
+// cached state must allow it exactly as for a cached put, and a cached
+// delete of a parent is flushed first (it frees the name).
+func (v *Vault) checkDirect(kp keyPath) error {
+	if !v.CacheEnabled() {
+		return nil
+	}
+	if err := v.checkCachedPut(kp); err != nil {
+		return err
+	}
+	if v.cache.deletedParent(kp) {
+		if _, err := v.FlushCache(); err != nil && !isEntryError(err) {
+			return err
+		}
+	}
+	return nil
 }
 
 // savepoint runs fn so that its changes are undone if it fails, without

@@ -193,7 +193,15 @@ func (t *tx) release(in Inode) error {
 	if err := t.QueryRow(t.v.sql(`SELECT count(*) FROM {t}_open WHERE inode = ?`), in.ID).Scan(&open); err != nil {
 		return err
 	}
-	if open > 0 || t.v.files.isOpen(in.ID) {
+	if t.v.files.isOpen(in.ID) {
+		return nil
+	}
+	if open > 0 {
+		// The row may be only this session's record of a file it has
+		// closed, kept to make reopening cheap, which must not keep the
+		// data alive: unregister drops it and frees the inode unless
+		// another process holds it.
+		t.afterCommit(func() { t.v.unregister([]int64{in.ID}) })
 		return nil
 	}
 	if in.Size > inlineFreeBytes {

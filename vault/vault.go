@@ -83,6 +83,9 @@ func (v *Vault) open() error {
 	if st, err := os.Stat(v.path); err == nil && st.IsDir() {
 		return fmt.Errorf("%w: %s is a directory", ErrInvalidArgument, v.path)
 	}
+	if err := checkSQLiteHeader(v.path); err != nil {
+		return err
+	}
 	if err := v.chooseMode(dir); err != nil {
 		return err
 	}
@@ -90,9 +93,10 @@ func (v *Vault) open() error {
 	if v.readOnly {
 		v.r = openPool(v.path, &v.opts, readOnlyPool, true)
 		st, err := inspect(v.r, v.opts.Table)
-		if err != nil && isCantOpen(err) {
+		if err != nil && (isCantOpen(err) || isReadOnly(err)) {
 			// A WAL database in a directory we cannot write has no -shm to
-			// share; read it as an immutable file instead.
+			// share (SQLite says it cannot open or cannot initialise it);
+			// read it as an immutable file instead.
 			v.r.Close()
 			v.r = openPool(v.path, &v.opts, immutablePool, true)
 			st, err = inspect(v.r, v.opts.Table)
@@ -179,6 +183,32 @@ func checkFormat(st fileState, o *Options) error {
 func isCantOpen(err error) bool {
 	var se sqlite3.Error
 	return errors.As(err, &se) && se.Code == sqlite3.ErrCantOpen
+}
+
+func isReadOnly(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrReadonly
+}
+
+// sqliteMagic starts every SQLite database file.
+const sqliteMagic = "SQLite format 3\x00"
+
+// checkSQLiteHeader refuses an existing, non-empty file that does not
+// start as an SQLite database does. SQLite itself takes some of them (a
+// file of one byte, say) for an empty database, and Open would then write
+// a vault over the file.
+func checkSQLiteHeader(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // missing (a new file) or unreadable: the open reports it
+	}
+	defer f.Close()
+	var hdr [len(sqliteMagic)]byte
+	n, _ := f.ReadAt(hdr[:], 0)
+	if n > 0 && string(hdr[:n]) != sqliteMagic {
+		return fmt.Errorf("%w: not a SQLite database", ErrInvalidArgument)
+	}
+	return nil
 }
 
 // checkOpen reports ErrClosed once Close has begun.
