@@ -244,14 +244,18 @@ func TestCacheFlushEntryError(t *testing.T) {
 	wantValue(t, other, "a", "a file now")
 }
 
+// A Close whose flush fails returns the error and keeps the vault open
+// with everything pending; once the cause is gone, Close succeeds and
+// nothing was lost.
 func TestCacheCloseReturnsFlushError(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "close.db")
 	v, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	failing := true
 	setFlushHook(t, func(w *Vault) error {
-		if w == v {
+		if w == v && failing {
 			return errInjected
 		}
 		return nil
@@ -261,9 +265,21 @@ func TestCacheCloseReturnsFlushError(t *testing.T) {
 	if err := v.Close(); !errors.Is(err, errInjected) {
 		t.Fatalf("Close = %v, want the flush error", err)
 	}
-	if err := v.Put("k2", []byte("v")); !errors.Is(err, ErrClosed) {
+	mustPut(t, v, "k2", []byte("v2")) // still open
+	failing = false
+	if err := v.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := v.Put("k3", []byte("v")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Put after Close = %v, want ErrClosed", err)
 	}
+	v2, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v2.Close()
+	wantValue(t, v2, "k", "v")
+	wantValue(t, v2, "k2", "v2")
 }
 
 // A put that crosses the threshold reports the failed flush, and its

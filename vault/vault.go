@@ -293,18 +293,27 @@ func (v *Vault) Optimize() error {
 
 // Close flushes the write-back cache and every open file's dirty data,
 // ends this process's session, checkpoints the WAL into the database
-// (TRUNCATE, so the .db file alone is complete) and closes the file. The
-// first error is returned; the vault is closed either way.
+// (TRUNCATE, so the .db file alone is complete) and closes the file.
+//
+// If the flush fails for a reason that may pass (a full disk, a busy or
+// read-only file), Close returns the error and leaves the vault open with
+// everything still pending, so that nothing acknowledged is lost: remove
+// the cause and call Close again. Entries that can never be written as
+// they stand (a put of "a/b" after another process made "a" a file) are
+// named in the error and dropped, and the vault closes.
 func (v *Vault) Close() error {
 	if v.closed.Load() {
 		return nil
 	}
-	v.cache.stopBackground()
 	v.cache.waitWriteOut()
 	_, err := v.FlushCache()
-	if ferr := v.files.flushAll(v); err == nil {
-		err = ferr
+	if err == nil {
+		err = v.files.flushAll(v)
 	}
+	if err != nil && !onlyEntryErrors(err) {
+		return wrap("close", "", fmt.Errorf("%w (the vault stays open with its pending data: remove the cause and Close again)", err))
+	}
+	v.cache.stopBackground()
 	if serr := v.endSession(); err == nil {
 		err = serr
 	}
@@ -320,6 +329,20 @@ func (v *Vault) Close() error {
 		err = cerr
 	}
 	return wrap("close", "", err)
+}
+
+// onlyEntryErrors reports whether err consists only of errors that belong
+// to single cache entries, which no retry can fix.
+func onlyEntryErrors(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !isEntryError(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return isEntryError(err)
 }
 
 func (v *Vault) closePools() error {
