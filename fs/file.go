@@ -118,12 +118,7 @@ func (h *handle) dropPrivileges(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	kill := uint32(syscall.S_ISUID)
-	if st.Mode&syscall.S_IXGRP != 0 {
-		kill |= syscall.S_ISGID
-	}
-	if st.Mode&kill != 0 {
-		mode := st.Mode &^ kill
+	if mode := withoutPrivileges(st.Mode); mode != st.Mode {
 		h.n.fsys.v.SetAttr(st.ID, vault.SetAttr{Mode: &mode})
 	}
 }

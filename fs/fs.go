@@ -79,6 +79,10 @@ func Mount(v *vault.Vault, mountpoint string, opts Options) (*Server, error) {
 		// The kernel checks permissions from the modes we report, so
 		// they hold for every user (and root keeps its privileges).
 		Options: []string{"default_permissions"},
+		// Clearing setuid and setgid on write, truncate and chown is done
+		// here (see killPrivileges), which lets the kernel skip a
+		// security.capability lookup before every write.
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 		// Every write reaches the daemon at once (no kernel writeback
 		// cache): other handles see it immediately, mtime is set when
 		// data is written, and O_APPEND writes land at the vault's end.

@@ -68,6 +68,7 @@ func (t *tx) putChunk(ino, idx int64, data []byte) error {
 		_, err := t.Exec(t.v.sql(`DELETE FROM {t}_chunks WHERE inode = ? AND idx = ?`), ino, idx)
 		return err
 	}
+	t.data += int64(len(data))
 	_, err := t.Exec(t.v.sql(`INSERT INTO {t}_chunks (inode, idx, len, crc, data) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (inode, idx) DO UPDATE SET len = excluded.len, crc = excluded.crc, data = excluded.data`),
 		ino, idx, len(data), checksum(data), data)

@@ -14,15 +14,6 @@ import (
 	"github.com/mattn/go-sqlite3"
 )
 
-// walAutoCheckpointBytes is how much WAL a commit may leave behind before
-// SQLite checkpoints it into the database; journalSizeLimit is what the
-// WAL file is truncated back to after a reset. Together they keep the
-// -wal file near the size of one streamed-put batch.
-const (
-	walAutoCheckpointBytes = 32 << 20
-	journalSizeLimit       = 64 << 20
-)
-
 // connector opens SQLite connections with the vault's per-connection
 // pragmas. database/sql opens connections lazily and more than once, so
 // everything that belongs to a connection (rather than to the file) is
@@ -63,17 +54,18 @@ func fileURI(path string, params url.Values) string {
 type poolKind int
 
 const (
-	writerPool    poolKind = iota // one connection, BEGIN IMMEDIATE
-	readerPool                    // many connections, refuse writes
-	readOnlyPool                  // a file we may not write
-	immutablePool                 // a WAL file in a directory we may not write
+	writerPool     poolKind = iota // one connection, BEGIN IMMEDIATE
+	readerPool                     // many connections, refuse writes
+	readOnlyPool                   // a file we may not write
+	immutablePool                  // a WAL file in a directory we may not write
+	checkpointPool                 // one connection for background checkpoints
 )
 
 // openPool opens a connection pool on path. wal selects the synchronous
 // level: WAL with synchronous=NORMAL never loses a commit to a process
 // crash (Sync makes commits durable against power loss), while a rollback
 // journal needs FULL for that.
-func openPool(path string, o *Options, kind poolKind, wal bool) *sql.DB {
+func openPool(path string, o *Options, kind poolKind, wal bool, extra ...string) *sql.DB {
 	params := url.Values{}
 	params.Set("_busy_timeout", fmt.Sprint(o.BusyTimeout.Milliseconds()))
 	params.Set("_stmt_cache_size", "64")
@@ -86,6 +78,9 @@ func openPool(path string, o *Options, kind poolKind, wal bool) *sql.DB {
 	case readerPool:
 		params.Set("mode", "rw")
 		params.Set("_query_only", "1")
+	case checkpointPool:
+		params.Set("mode", "rw")
+		maxConns = 1
 	case readOnlyPool:
 		params.Set("mode", "ro")
 	case immutablePool:
@@ -105,6 +100,7 @@ func openPool(path string, o *Options, kind poolKind, wal bool) *sql.DB {
 	if kind == writerPool {
 		pragmas = append(pragmas, fmt.Sprintf("PRAGMA journal_size_limit = %d", journalSizeLimit))
 	}
+	pragmas = append(pragmas, extra...)
 	db := sql.OpenDB(newConnector(fileURI(path, params), pragmas))
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
@@ -118,6 +114,7 @@ type tx struct {
 	v     *Vault
 	now   int64    // nanoseconds since the epoch, one clock reading per transaction
 	after []func() // run once the transaction has committed
+	data  int64    // chunk bytes written, to estimate the WAL it adds
 }
 
 // afterCommit schedules fn to run if and when the transaction commits.
@@ -167,6 +164,7 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 	if err := sqlTx.Commit(); err != nil {
 		return err
 	}
+	v.ckpt.note(t.data + txOverheadPages*int64(v.pageSize))
 	for _, f := range t.after {
 		f()
 	}
@@ -177,6 +175,16 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 func isConstraint(err error) bool {
 	var se sqlite3.Error
 	return errors.As(err, &se) && se.Code == sqlite3.ErrConstraint
+}
+
+// read runs fn with the reader pool itself: for a read of one statement,
+// which is its own transaction, this saves the BEGIN and ROLLBACK that
+// view pays.
+func (v *Vault) read(op, key string, fn func(q querier) error) error {
+	if err := v.checkOpen(); err != nil {
+		return wrap(op, key, err)
+	}
+	return wrap(op, key, fn(v.r))
 }
 
 // view runs fn in one read transaction on a reader connection, so that

@@ -25,7 +25,7 @@ type DirEntry struct {
 // times merged in.
 func (v *Vault) GetInode(ino int64) (Inode, error) {
 	var in Inode
-	err := v.view("getattr", "", func(q *sql.Tx) error {
+	err := v.read("getattr", "", func(q querier) error {
 		var err error
 		in, err = v.loadInode(q, ino)
 		return err
@@ -42,7 +42,7 @@ func (v *Vault) GetInode(ino int64) (Inode, error) {
 // Lookup returns the inode that name in directory parent refers to.
 func (v *Vault) Lookup(parent int64, name string) (Inode, error) {
 	var in Inode
-	err := v.view("lookup", name, func(q *sql.Tx) error {
+	err := v.read("lookup", name, func(q querier) error {
 		var err error
 		in, err = v.lookupEntry(q, parent, name)
 		return err
@@ -62,7 +62,7 @@ func (v *Vault) Lookup(parent int64, name string) (Inode, error) {
 // others.
 func (v *Vault) ReadDir(dir, after int64, limit int) ([]DirEntry, error) {
 	var out []DirEntry
-	err := v.view("readdir", "", func(q *sql.Tx) error {
+	err := v.read("readdir", "", func(q querier) error {
 		rows, err := q.Query(v.sql(`SELECT d.id, d.name, d.child, i.kind FROM {t}_dentries d
 			JOIN {t}_inodes i ON i.id = d.child
 			WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?`), dir, after, limit)
@@ -124,7 +124,7 @@ func (t *tx) createInherit(parent int64, name string, kind Kind, mode, uid, gid 
 			mode |= syscall.S_ISGID
 		}
 	}
-	return t.create(parent, name, kind, mode, uid, gid, target, rdev)
+	return t.createIn(p, name, kind, mode, uid, gid, target, rdev)
 }
 
 // CreateFile creates regular file name in parent and opens it with
@@ -415,6 +415,10 @@ type SetAttr struct {
 	Size  *int64
 	Atime *int64 // ns since the epoch
 	Mtime *int64
+	// DropPrivileges clears setuid, and setgid if the group may execute,
+	// of a regular file (when Mode is nil), as chown(2) and a truncate by
+	// an unprivileged user do.
+	DropPrivileges bool
 }
 
 // SetAttr changes an inode's attributes, as chmod, chown, truncate and
@@ -436,37 +440,40 @@ func (v *Vault) SetAttr(ino int64, a SetAttr) (Inode, error) {
 			return Inode{}, wrap("setattr", "", err)
 		}
 	}
-	if a.Mode != nil || a.UID != nil || a.GID != nil || a.Atime != nil || a.Mtime != nil {
-		if err := v.setMeta(ino, a, oi); err != nil {
-			return Inode{}, err
-		}
+	if a.Mode == nil && a.UID == nil && a.GID == nil && a.Atime == nil && a.Mtime == nil && !a.DropPrivileges {
+		return v.GetInode(ino)
 	}
-	return v.GetInode(ino)
+	in, err := v.setMeta(ino, a, oi)
+	if err == nil && oi != nil {
+		oi.merge(&in)
+	}
+	return in, err
 }
 
-// setMeta writes the attributes other than the size in one statement;
-// NULL keeps a column.
-func (v *Vault) setMeta(ino int64, a SetAttr, oi *openInode) error {
+// setMeta writes the attributes other than the size in one statement
+// (NULL keeps a column) and returns the inode as stored.
+func (v *Vault) setMeta(ino int64, a SetAttr, oi *openInode) (Inode, error) {
 	if oi != nil {
 		oi.mu.Lock() // so no commit of pending times races the new mtime
 		defer oi.mu.Unlock()
 	}
+	var in Inode
 	err := v.update("setattr", "", func(t *tx) error {
-		res, err := t.Exec(v.sql(`UPDATE {t}_inodes SET mode = coalesce(?, mode), uid = coalesce(?, uid),
-			gid = coalesce(?, gid), atime = coalesce(?, atime), mtime = coalesce(?, mtime), ctime = ? WHERE id = ?`),
-			ptrVal(a.Mode, 07777), ptrVal(a.UID, ^uint32(0)), ptrVal(a.GID, ^uint32(0)), a.Atime, a.Mtime, t.now, ino)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		// 2048 is S_ISUID, 1024 S_ISGID, 8 S_IXGRP; kind 1 a regular file.
+		err := scanInode(t.QueryRow(v.sql(`UPDATE {t}_inodes SET
+			mode = coalesce(?1, CASE WHEN ?2 AND kind = 1 THEN mode & ~2048 & ~(CASE WHEN mode & 8 THEN 1024 ELSE 0 END) ELSE mode END),
+			uid = coalesce(?3, uid), gid = coalesce(?4, gid), atime = coalesce(?5, atime), mtime = coalesce(?6, mtime), ctime = ?7
+			WHERE id = ?8 RETURNING `+inodeColumns),
+			ptrVal(a.Mode, 07777), a.DropPrivileges, ptrVal(a.UID, ^uint32(0)), ptrVal(a.GID, ^uint32(0)), a.Atime, a.Mtime, t.now, ino), &in)
+		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
-		return nil
+		return err
 	})
 	if err == nil && oi != nil && a.Mtime != nil {
 		oi.timesDirty = false
 	}
-	return err
+	return in, err
 }
 
 // truncateClosed changes the size of an inode not open in this process.
@@ -506,7 +513,7 @@ const (
 // GetXattr returns an extended attribute's value, or ErrNotFound.
 func (v *Vault) GetXattr(ino int64, name string) ([]byte, error) {
 	var val []byte
-	err := v.view("getxattr", name, func(q *sql.Tx) error {
+	err := v.read("getxattr", name, func(q querier) error {
 		err := q.QueryRow(v.sql(`SELECT value FROM {t}_xattrs WHERE inode = ? AND name = ?`), ino, name).Scan(&val)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
@@ -549,7 +556,7 @@ func (v *Vault) SetXattr(ino int64, name string, value []byte, flags XattrFlags)
 // ListXattr returns the names of an inode's extended attributes.
 func (v *Vault) ListXattr(ino int64) ([]string, error) {
 	var names []string
-	err := v.view("listxattr", "", func(q *sql.Tx) error {
+	err := v.read("listxattr", "", func(q querier) error {
 		rows, err := q.Query(v.sql(`SELECT name FROM {t}_xattrs WHERE inode = ? ORDER BY name`), ino)
 		if err != nil {
 			return err

@@ -182,7 +182,7 @@ func (v *Vault) abandon(sid, ino int64) {
 
 // putValue stores a whole value under a key in one transaction.
 func (t *tx) putValue(kp keyPath, value []byte, mtime int64) error {
-	in, err := t.newInode(KindFile, 0o644, euid, egid, 0, "", 0)
+	in, err := t.newInode(KindFile, 0o644, euid, egid, 1, "", 0)
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,10 @@ func (t *tx) link(kp keyPath, in *Inode) error {
 				return err
 			}
 		}
-		return t.addEntry(parent, name, in)
+		if err := t.insertEntry(parent, name, in); err != nil {
+			return err
+		}
+		return t.setOneLink(in)
 	case err != nil:
 		return err
 	case old.Kind == KindDir:
@@ -223,8 +226,7 @@ func (t *tx) link(kp keyPath, in *Inode) error {
 	if _, err := t.Exec(t.v.sql(`UPDATE {t}_dentries SET child = ? WHERE parent = ? AND name = ?`), in.ID, parent, name); err != nil {
 		return err
 	}
-	in.Nlink = 1
-	if _, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET nlink = 1 WHERE id = ?`), in.ID); err != nil {
+	if err := t.setOneLink(in); err != nil {
 		return err
 	}
 	if err := t.touch(parent); err != nil {
@@ -238,6 +240,16 @@ func (t *tx) link(kp keyPath, in *Inode) error {
 		return t.release(old)
 	}
 	return nil
+}
+
+// setOneLink gives a new file the one link its key makes.
+func (t *tx) setOneLink(in *Inode) error {
+	if in.Nlink == 1 {
+		return nil
+	}
+	in.Nlink = 1
+	_, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET nlink = 1 WHERE id = ?`), in.ID)
+	return err
 }
 
 // Delete removes key. A missing key is ErrNotFound; a directory is

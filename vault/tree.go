@@ -87,10 +87,17 @@ func (t *tx) checkParent(dir int64) error {
 	if err != nil {
 		return err
 	}
-	if in.Kind != KindDir {
+	return checkParentInode(in)
+}
+
+// checkParentInode is checkParent for a parent already loaded.
+func checkParentInode(in Inode) error {
+	switch {
+	case in.ID == reservedIno || in.ID == keysIno:
+		return fmt.Errorf("%w: %s is managed by the vault", ErrPermission, "/"+ReservedDir)
+	case in.Kind != KindDir:
 		return ErrNotDir
-	}
-	if in.Nlink == 0 {
+	case in.Nlink == 0:
 		return fmt.Errorf("directory was removed: %w", ErrNotFound)
 	}
 	return nil
@@ -99,26 +106,54 @@ func (t *tx) checkParent(dir int64) error {
 // create makes a new inode of kind and links it as name in parent, which
 // must not have that name yet.
 func (t *tx) create(parent int64, name string, kind Kind, mode, uid, gid uint32, target string, rdev uint32) (Inode, error) {
+	p, err := t.v.loadInode(t, parent)
+	if err != nil {
+		return Inode{}, err
+	}
+	return t.createIn(p, name, kind, mode, uid, gid, target, rdev)
+}
+
+// createIn is create with the parent's inode already loaded.
+func (t *tx) createIn(parent Inode, name string, kind Kind, mode, uid, gid uint32, target string, rdev uint32) (Inode, error) {
 	if err := validName(name); err != nil {
 		return Inode{}, err
 	}
-	if err := t.checkParent(parent); err != nil {
+	if err := checkParentInode(parent); err != nil {
 		return Inode{}, err
 	}
-	in, err := t.newInode(kind, mode, uid, gid, 0, target, rdev)
+	nlink := uint32(1)
+	if kind == KindDir {
+		nlink = 2
+	}
+	in, err := t.newInode(kind, mode, uid, gid, nlink, target, rdev)
 	if err != nil {
 		return in, err
 	}
-	if err := t.addEntry(parent, name, &in); err != nil {
+	if err := t.insertEntry(parent.ID, name, &in); err != nil {
 		return in, err
 	}
 	return in, nil
 }
 
-// addEntry links child as name in parent and counts the link. A
-// directory gets nlink 2 (its own "." and its entry) and adds one to the
-// parent's ("..").
+// addEntry links an existing inode as name in parent and counts the
+// link. A directory gets nlink 2 (its own "." and its entry).
 func (t *tx) addEntry(parent int64, name string, child *Inode) error {
+	if err := t.insertEntry(parent, name, child); err != nil {
+		return err
+	}
+	child.Nlink++
+	if child.Kind == KindDir {
+		child.Nlink = 2
+	}
+	child.Ctime = t.now
+	_, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET nlink = ?, ctime = ? WHERE id = ?`), child.Nlink, t.now, child.ID)
+	return err
+}
+
+// insertEntry adds the directory entry name -> child in parent, which
+// gains a link (its "..") if child is a directory, and touches parent.
+// The child's own link count is the caller's business.
+func (t *tx) insertEntry(parent int64, name string, child *Inode) error {
 	_, err := t.Exec(t.v.sql(`INSERT INTO {t}_dentries (parent, name, child) VALUES (?, ?, ?)`), parent, name, child.ID)
 	if isConstraint(err) {
 		return ErrExists
@@ -126,17 +161,10 @@ func (t *tx) addEntry(parent int64, name string, child *Inode) error {
 	if err != nil {
 		return err
 	}
-	child.Nlink++
 	if child.Kind == KindDir {
-		child.Nlink = 2
-		if err := t.addLinks(parent, 1); err != nil {
-			return err
-		}
-	}
-	if _, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET nlink = ?, ctime = ? WHERE id = ?`), child.Nlink, t.now, child.ID); err != nil {
+		_, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET nlink = nlink + 1, mtime = ?1, ctime = ?1 WHERE id = ?2`), t.now, parent)
 		return err
 	}
-	child.Ctime = t.now
 	return t.touch(parent)
 }
 

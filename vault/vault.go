@@ -23,6 +23,7 @@ type Vault struct {
 	path     string
 	opts     Options
 	wal      bool
+	pageSize int
 	readOnly bool
 	roReason string // why the vault is read-only, for error messages
 
@@ -36,6 +37,8 @@ type Vault struct {
 	cache  writeCache // the write-back cache and the byte budget
 	reads  chunkCache // recently read, verified chunks
 	sess   session    // this process's session, created on first need
+
+	ckpt *checkpointer // background checkpoints; nil unless writable WAL
 
 	dvMu   sync.Mutex
 	dvConn *sql.Conn // the connection DataVersion asks, kept so its answer compares
@@ -127,14 +130,17 @@ func (v *Vault) open() error {
 			return err
 		}
 	}
-	v.wal = st.wal
-	if !v.wal {
-		// The writer's DSN assumed WAL; a rollback journal needs FULL
-		// synchronous for a commit to be durable.
-		v.w.Close()
+	v.wal, v.pageSize = st.wal, st.pageSize
+	// Reopen the writer with the settings that depend on the file: a
+	// rollback journal needs FULL synchronous for a commit to be durable,
+	// and the WAL's inline checkpoint threshold is counted in pages.
+	v.w.Close()
+	if v.wal {
+		v.w = openPool(v.path, &v.opts, writerPool, true,
+			fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutoCheckpointBytes/st.pageSize))
+		v.startCheckpointer()
+	} else {
 		v.w = openPool(v.path, &v.opts, writerPool, false)
-	} else if _, err := v.w.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutoCheckpointBytes/st.pageSize)); err != nil {
-		return err
 	}
 	v.r = openPool(v.path, &v.opts, readerPool, v.wal)
 	return v.collectOrphans()
@@ -318,6 +324,8 @@ func (v *Vault) Close() error {
 		err = serr
 	}
 	v.closed.Store(true)
+	v.ckpt.close() // before the final checkpoint, which it would make busy
+	v.ckpt = nil
 	if v.w != nil && v.wal {
 		// Busy means another process still has the file open: it will
 		// checkpoint when it closes.
@@ -347,6 +355,10 @@ func onlyEntryErrors(err error) bool {
 
 func (v *Vault) closePools() error {
 	var err error
+	if v.ckpt != nil { // Open failed after starting it
+		v.ckpt.close()
+		v.ckpt = nil
+	}
 	v.dvMu.Lock()
 	if v.dvConn != nil {
 		v.dvConn.Close()
