@@ -405,12 +405,18 @@ func (c *writeCache) chunkBuf(n int) []byte {
 	return make([]byte, n)
 }
 
+// spareChunkBytes bounds the freed chunk buffers kept for reuse. While a
+// big write runs, the buffers cycle through the dirty set and back; what
+// is kept beyond that is memory the process holds for nothing once the
+// write ends (and that the garbage collector's headroom doubles).
+const spareChunkBytes = 8 << 20
+
 // putChunkBuf returns a buffer for reuse, keeping at most
-// defaultFileBudget bytes of them.
+// spareChunkBytes of them.
 func (c *writeCache) putChunkBuf(b []byte) {
 	c.bufMu.Lock()
 	defer c.bufMu.Unlock()
-	if free := c.freeBufs[len(b)]; len(free)*len(b) < defaultFileBudget {
+	if free := c.freeBufs[len(b)]; (len(free)+1)*len(b) <= spareChunkBytes {
 		c.freeBufs[len(b)] = append(free, b)
 	}
 }

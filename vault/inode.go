@@ -97,12 +97,17 @@ const (
 // rowScanner is a *sql.Row or *sql.Rows.
 type rowScanner interface{ Scan(dest ...any) error }
 
-// scanInode reads a row selected with inodeColumns.
+// scanInode reads a row selected with inodeColumns. It scans into int64s
+// and converts afterwards: database/sql assigns to *int64 directly but
+// goes through reflection for other integer types, which cost more than
+// the query itself.
 func scanInode(r rowScanner, in *Inode) error {
+	var kind, mode, uid, gid, nlink, chunkSize, rdev int64
 	var target []byte
-	err := r.Scan(&in.ID, &in.Kind, &in.Mode, &in.UID, &in.GID, &in.Nlink, &in.Size,
-		&in.Atime, &in.Mtime, &in.Ctime, &in.Generation, &in.ChunkSize, &in.Rdev, &target)
-	in.Target = string(target)
+	err := r.Scan(&in.ID, &kind, &mode, &uid, &gid, &nlink, &in.Size,
+		&in.Atime, &in.Mtime, &in.Ctime, &in.Generation, &chunkSize, &rdev, &target)
+	in.Kind, in.Mode, in.UID, in.GID, in.Nlink = Kind(kind), uint32(mode), uint32(uid), uint32(gid), uint32(nlink)
+	in.ChunkSize, in.Rdev, in.Target = int(chunkSize), uint32(rdev), string(target)
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -26,6 +27,10 @@ const (
 	defaultCacheSize      = 64 << 20
 	defaultFlushThreshold = 32 << 20
 )
+
+// daemonOverhead is the daemon's memory beyond the write-back cache:
+// SQLite's page caches, the read cache and the Go runtime.
+const daemonOverhead = 96 << 20
 
 // readyFDEnv names the descriptor on which a --daemon child reports that
 // the mount is ready ("ok") or why it failed.
@@ -160,6 +165,10 @@ func serve(s *mountSettings, ready *os.File) (err error) {
 		return err
 	}
 	defer closeVault(v, &err)
+	// The garbage collector lets the heap grow to twice what is live; a
+	// soft limit near the cache budget keeps the daemon's footprint near
+	// what the budget promises (the database pages it maps are not heap).
+	debug.SetMemoryLimit(s.cache + daemonOverhead)
 	if !v.ReadOnly() {
 		if err := v.EnableCache(s.cache, s.flushAt); err != nil {
 			return err
@@ -203,6 +212,12 @@ func stopServing(v *vault.Vault, srv *fs.Server, mnt string) {
 // checkMountpoint refuses a missing directory, a file, a stale mount and
 // a directory that already has something mounted on it.
 func checkMountpoint(mnt string) error {
+	// statfs reaches the file system even where the kernel still has the
+	// root's attributes cached, so it tells a dead daemon's mount apart.
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &sfs); errors.Is(err, syscall.ENOTCONN) {
+		return fmt.Errorf("%s: a stale mount is in the way (its daemon died); run 'fusermount3 -u %s' or 'umount -l %s'", mnt, mnt, mnt)
+	}
 	st, err := os.Stat(mnt)
 	switch {
 	case errors.Is(err, syscall.ENOTCONN):
