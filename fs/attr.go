@@ -58,6 +58,12 @@ func fillAttr(in *vault.Inode, out *fuse.Attr) {
 	out.Uid, out.Gid = in.UID, in.GID
 	out.Rdev = in.Rdev
 	out.Blksize = preferredIO
+	if in.Kind == vault.KindDir {
+		// glibc sizes its getdents buffer from st_blksize: 1 MiB would
+		// fetch thousands of entries per READDIRPLUS, whose entries then
+		// expire before ls gets to stat them, costing a lookup each.
+		out.Blksize = 4096
+	}
 	out.Atime, out.Atimensec = split(in.Atime)
 	out.Mtime, out.Mtimensec = split(in.Mtime)
 	out.Ctime, out.Ctimensec = split(in.Ctime)

@@ -30,6 +30,7 @@ type dirHandle struct {
 	pos   uint64 // offset of the last entry returned
 	batch []vault.DirEntry
 	done  bool
+	last  *vault.DirEntry // the entry Readdirent returned last, for Lookup
 }
 
 var (
@@ -77,23 +78,32 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	if len(d.batch) == 0 {
 		return nil, 0
 	}
-	e := d.batch[0]
+	e := &d.batch[0]
 	d.batch = d.batch[1:]
 	d.pos = uint64(e.Cookie) + firstCookie
-	return &fuse.DirEntry{Name: e.Name, Mode: typeBits(e.Kind), Ino: uint64(e.Ino), Off: d.pos}, 0
+	d.last = e
+	return &fuse.DirEntry{Name: e.Name, Mode: typeBits(e.Inode.Kind), Ino: uint64(e.Inode.ID), Off: d.pos}, 0
 }
 
 // Seekdir continues the listing after the entry at offset off.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.pos, d.batch, d.done = off, nil, false
+	d.pos, d.batch, d.done, d.last = off, nil, false, nil
 	return 0
 }
 
-// Lookup answers READDIRPLUS for a name Readdirent just produced.
+// Lookup answers READDIRPLUS for the name Readdirent just produced,
+// from the inode read with the listing: no query per entry.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return d.n.Lookup(ctx, name, out)
+	d.mu.Lock()
+	e := d.last
+	d.mu.Unlock()
+	if e == nil || e.Name != name {
+		return d.n.Lookup(ctx, name, out)
+	}
+	in := e.Inode
+	return d.n.newChild(ctx, &in, out), 0
 }
 
 // Fsyncdir makes committed directory changes durable.

@@ -13,11 +13,10 @@ import (
 // (package fs) is built on. Entries are named by (parent inode, name);
 // uid, gid and mode come from the caller, already masked by its umask.
 
-// DirEntry is one entry of a directory listing.
+// DirEntry is one entry of a directory listing, with the inode it names.
 type DirEntry struct {
 	Name   string
-	Ino    int64
-	Kind   Kind
+	Inode  Inode // the child, as Lookup would return it
 	Cookie int64 // pass as ReadDir's after to continue after this entry
 }
 
@@ -33,10 +32,15 @@ func (v *Vault) GetInode(ino int64) (Inode, error) {
 	if err != nil {
 		return in, err
 	}
-	if oi := v.files.lookup(ino); oi != nil {
-		oi.merge(&in)
-	}
+	v.mergeOpen(&in)
 	return in, nil
+}
+
+// mergeOpen overlays the uncommitted state of an inode open here.
+func (v *Vault) mergeOpen(in *Inode) {
+	if oi := v.files.lookup(in.ID); oi != nil {
+		oi.merge(in)
+	}
 }
 
 // Lookup returns the inode that name in directory parent refers to.
@@ -50,20 +54,19 @@ func (v *Vault) Lookup(parent int64, name string) (Inode, error) {
 	if err != nil {
 		return in, err
 	}
-	if oi := v.files.lookup(in.ID); oi != nil {
-		oi.merge(&in)
-	}
+	v.mergeOpen(&in)
 	return in, nil
 }
 
 // ReadDir returns up to limit entries of dir that follow the entry with
-// cookie after (0 for the start), in cookie order. Cookies are stable:
-// entries added or removed during a listing never make it skip or repeat
-// others.
+// cookie after (0 for the start), in cookie order, each with its inode so
+// that a listing with attributes (READDIRPLUS, ls -l) needs no lookup per
+// entry. Cookies are stable: entries added or removed during a listing
+// never make it skip or repeat others.
 func (v *Vault) ReadDir(dir, after int64, limit int) ([]DirEntry, error) {
 	var out []DirEntry
 	err := v.read("readdir", "", func(q querier) error {
-		rows, err := q.Query(v.sql(`SELECT d.id, d.name, d.child, i.kind FROM {t}_dentries d
+		rows, err := q.Query(v.sql(`SELECT d.id, d.name, `+inodeColumnsI+` FROM {t}_dentries d
 			JOIN {t}_inodes i ON i.id = d.child
 			WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?`), dir, after, limit)
 		if err != nil {
@@ -72,9 +75,10 @@ func (v *Vault) ReadDir(dir, after int64, limit int) ([]DirEntry, error) {
 		defer rows.Close()
 		for rows.Next() {
 			var e DirEntry
-			if err := rows.Scan(&e.Cookie, &e.Name, &e.Ino, &e.Kind); err != nil {
+			if err := scanInode(prefixScanner{rows, []any{&e.Cookie, &e.Name}}, &e.Inode); err != nil {
 				return err
 			}
+			v.mergeOpen(&e.Inode)
 			out = append(out, e)
 		}
 		return rows.Err()

@@ -111,6 +111,15 @@ func scanInode(r rowScanner, in *Inode) error {
 	return err
 }
 
+// prefixScanner scans some leading columns into extra before the ones
+// its caller asks for.
+type prefixScanner struct {
+	r     rowScanner
+	extra []any
+}
+
+func (p prefixScanner) Scan(dest ...any) error { return p.r.Scan(append(p.extra, dest...)...) }
+
 // querier is what reads need from a transaction or a pool.
 type querier interface {
 	QueryRow(query string, args ...any) *sql.Row

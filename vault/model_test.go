@@ -462,9 +462,9 @@ func (r *modelRun) checkAll() {
 			}
 			for _, e := range ents {
 				after = e.Cookie
-				if e.Kind == KindDir && !(ino == RootIno && e.Name == ReservedDir) {
+				if e.Inode.Kind == KindDir && !(ino == RootIno && e.Name == ReservedDir) {
 					dirs[prefix+e.Name] = true
-					walk(e.Ino, prefix+e.Name+"/")
+					walk(e.Inode.ID, prefix+e.Name+"/")
 				}
 			}
 		}

@@ -253,7 +253,12 @@ func (v *Vault) fetchChunks(ino, cs int64, idxs []int64, p []byte, off int64) er
 			err := v.scanChunks(q, ino, missing[0], missing[run-1], func(idx int64, data []byte) error {
 				dst, within := dstOf(idx)
 				copyChunk(dst, data, within)
-				v.reads.put(ino, idx, gen, data)
+				if within > 0 || int64(within+len(dst)) < cs {
+					// Only part of the chunk was asked for: the rest is
+					// likely the next read's. A chunk read whole (the
+					// kernel's 1 MiB read-ahead) is not copied again.
+					v.reads.put(ino, idx, gen, data)
+				}
 				return nil
 			})
 			if err != nil {

@@ -142,6 +142,10 @@ func (v *Vault) open() error {
 	} else {
 		v.w = openPool(v.path, &v.opts, writerPool, false)
 	}
+	// Connect now, so the first write does not pay for it.
+	if err := v.w.Ping(); err != nil {
+		return err
+	}
 	v.r = openPool(v.path, &v.opts, readerPool, v.wal)
 	return v.collectOrphans()
 }
