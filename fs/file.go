@@ -106,20 +106,15 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 }
 
 // dropPrivileges clears the setuid bit, and the setgid bit of a
-// group-executable file, on the first write by a user other than root.
+// group-executable file, on the first write by a user other than root
+// (with HANDLE_KILLPRIV_V2 the kernel leaves this to us). The change
+// waits with the file's data for its commit.
 func (h *handle) dropPrivileges(ctx context.Context) {
 	if h.privChecked.Swap(true) {
 		return
 	}
-	if uid, _ := caller(ctx); uid == 0 {
-		return
-	}
-	st, err := h.f.Stat()
-	if err != nil {
-		return
-	}
-	if mode := withoutPrivileges(st.Mode); mode != st.Mode {
-		h.n.fsys.v.SetAttr(st.ID, vault.SetAttr{Mode: &mode})
+	if uid, _ := caller(ctx); uid != 0 {
+		h.n.fsys.v.SetAttr(h.n.ino(), vault.SetAttr{DropPrivileges: true})
 	}
 }
 

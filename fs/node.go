@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -27,6 +28,9 @@ type node struct {
 	// writers counts handles open for writing in this mount; while there
 	// are any, generation changes are our own and need no invalidation.
 	writers atomic.Int32
+	// absentXattrs remembers, until a deadline (ns), attribute names
+	// that the vault reported missing.
+	absentXattrs sync.Map
 }
 
 var (
@@ -144,16 +148,6 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 func (n *node) killPrivileges(in *fuse.SetAttrIn, a *vault.SetAttr) {
 	chown := a.UID != nil || a.GID != nil
 	a.DropPrivileges = a.Mode == nil && (chown || in.Valid&fuse.FATTR_KILL_SUIDGID != 0)
-}
-
-// withoutPrivileges returns mode without setuid, and without setgid if
-// the group may execute (otherwise setgid means mandatory locking).
-func withoutPrivileges(mode uint32) uint32 {
-	mode &^= syscall.S_ISUID
-	if mode&syscall.S_IXGRP != 0 {
-		mode &^= syscall.S_ISGID
-	}
-	return mode
 }
 
 // Lookup finds a child by name.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/kohakuvault/kvaultfs/vault"
@@ -26,9 +27,20 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if unsupportedXattr(attr) {
 		return 0, syscall.ENODATA
 	}
+	if until, ok := n.absentXattrs.Load(attr); ok && time.Now().UnixNano() < until.(int64) {
+		return 0, syscall.ENODATA
+	}
 	val, err := n.fsys.v.GetXattr(n.ino(), attr)
 	if err != nil {
-		return 0, xattrErrno(err)
+		errno := xattrErrno(err)
+		if errno == syscall.ENODATA {
+			// The kernel asks for security.capability and
+			// security.selinux of a file again and again (writes,
+			// chown, ls -l): remember the answer for the attribute
+			// timeout, as the kernel remembers attributes.
+			n.absentXattrs.Store(attr, time.Now().Add(n.fsys.opts.AttrTimeout).UnixNano())
+		}
+		return 0, errno
 	}
 	if len(dest) == 0 {
 		return uint32(len(val)), 0
@@ -50,6 +62,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if len(data) > 64<<10 {
 		return syscall.E2BIG
 	}
+	n.absentXattrs.Delete(attr)
 	return xattrErrno(n.fsys.v.SetXattr(n.ino(), attr, data, vault.XattrFlags(flags)))
 }
 

@@ -101,6 +101,9 @@ func (v *Vault) openInode(ino int64, flag int) (*File, error) {
 		return nil, err
 	}
 	f := &File{v: v, oi: oi, name: fmt.Sprintf("inode %d", ino), writable: writable, append: flag&os.O_APPEND != 0}
+	if writable {
+		oi.writers.Add(1)
+	}
 	if writable && flag&os.O_TRUNC != 0 {
 		if err := oi.truncate(v, 0); err != nil {
 			v.releaseInode(oi)
@@ -282,6 +285,9 @@ func (f *File) Sync() error {
 func (f *File) Close() error {
 	if f.closed.Swap(true) {
 		return wrap("close", f.name, ErrClosed)
+	}
+	if f.writable {
+		f.oi.writers.Add(-1)
 	}
 	return wrap("close", f.name, f.v.releaseInode(f.oi))
 }

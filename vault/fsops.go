@@ -162,6 +162,9 @@ func (v *Vault) CreateFile(parent int64, name string, mode, uid, gid uint32, fla
 	v.sess.mu.Unlock()
 	oi := v.adopt(in)
 	f := &File{v: v, oi: oi, name: name, writable: flag&(os.O_WRONLY|os.O_RDWR) != 0, append: flag&os.O_APPEND != 0}
+	if f.writable {
+		oi.writers.Add(1)
+	}
 	return f, in, nil
 }
 
@@ -445,6 +448,10 @@ func (v *Vault) SetAttr(ino int64, a SetAttr) (Inode, error) {
 		}
 	}
 	if a.Mode == nil && a.UID == nil && a.GID == nil && a.Atime == nil && a.Mtime == nil && !a.DropPrivileges {
+		return v.GetInode(ino)
+	}
+	if oi != nil && oi.writers.Load() > 0 {
+		oi.setMeta(a) // committed with the file's data, at the latest at close
 		return v.GetInode(ino)
 	}
 	in, err := v.setMeta(ino, a, oi)

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,6 +44,66 @@ type openInode struct {
 	timesDirty bool
 	timesSeq   uint64 // counts touches, so a commit knows whether newer times arrived
 	gen        int64  // the data generation as of the last load or commit here
+	meta       pendingMeta
+
+	writers atomic.Int32 // Files open for writing; guards deferring SetAttr
+}
+
+// pendingMeta holds attribute changes (chmod, chown, utimensat) to a
+// file open for writing here, committed with its data: tar sets them on
+// every file before closing it, and one transaction is cheaper than
+// four. This process sees them at once (merge); others at the commit.
+type pendingMeta struct {
+	set          bool
+	seq          uint64 // counts changes, so a commit knows if newer ones came
+	mode         *uint32
+	uid, gid     *uint32
+	atime, mtime *int64
+	dropPriv     bool // clear setuid/setgid from the stored mode
+	ctime        int64
+}
+
+// setMeta records attribute changes for the next commit.
+func (oi *openInode) setMeta(a SetAttr) {
+	oi.mu.Lock()
+	defer oi.mu.Unlock()
+	m := &oi.meta
+	if a.Mode != nil {
+		m.mode, m.dropPriv = a.Mode, false
+	} else if a.DropPrivileges {
+		if m.mode != nil {
+			mode := withoutPrivileges(*m.mode)
+			m.mode = &mode
+		} else {
+			m.dropPriv = true
+		}
+	}
+	if a.UID != nil {
+		m.uid = a.UID
+	}
+	if a.GID != nil {
+		m.gid = a.GID
+	}
+	if a.Atime != nil {
+		m.atime = a.Atime
+	}
+	if a.Mtime != nil {
+		m.mtime = a.Mtime
+		oi.timesDirty = false // an explicit mtime overrides the writes' time
+	}
+	m.ctime = time.Now().UnixNano()
+	m.set = true
+	m.seq++
+}
+
+// withoutPrivileges returns mode without setuid, and without setgid if
+// the group may execute (otherwise setgid means mandatory locking).
+func withoutPrivileges(mode uint32) uint32 {
+	mode &^= 04000
+	if mode&010 != 0 {
+		mode &^= 02000
+	}
+	return mode
 }
 
 // dirtyChunk is a chunk's full current contents: buf[:n] are its bytes,
@@ -156,7 +217,7 @@ func (v *Vault) releaseInode(oi *openInode) error {
 func (oi *openInode) hasDirty() bool {
 	oi.mu.RLock()
 	defer oi.mu.RUnlock()
-	return len(oi.dirty) > 0 || len(oi.flushing) > 0 || oi.timesDirty
+	return len(oi.dirty) > 0 || len(oi.flushing) > 0 || oi.timesDirty || oi.meta.set
 }
 
 // flushAll commits the dirty data of every open inode.
@@ -337,6 +398,7 @@ func (oi *openInode) touch() {
 	now := time.Now().UnixNano()
 	oi.mtime, oi.ctime, oi.timesDirty = now, now, true
 	oi.timesSeq++
+	oi.meta.mtime = nil // a write after utimensat sets mtime again
 }
 
 // pending returns chunk idx's uncommitted contents, if any: a dirty copy,
@@ -397,7 +459,7 @@ func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
 			batch[idx] = dc
 		}
 	}
-	if len(batch) == 0 && (fullOnly || !oi.timesDirty) {
+	if len(batch) == 0 && (fullOnly || (!oi.timesDirty && !oi.meta.set)) {
 		oi.mu.Unlock()
 		return 0, nil
 	}
@@ -406,6 +468,8 @@ func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
 	}
 	oi.flushing = batch
 	size, mtime, ctime, withTimes, seq := oi.size, oi.mtime, oi.ctime, oi.timesDirty && !fullOnly, oi.timesSeq
+	meta := oi.meta
+	withMeta := meta.set && !fullOnly
 	oi.mu.Unlock()
 
 	idxs := slices.Sorted(maps.Keys(batch))
@@ -432,7 +496,17 @@ func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
 		default:
 			row = t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?, generation = generation + 1 WHERE id = ? RETURNING generation`), size, oi.ino)
 		}
-		return row.Scan(&gen)
+		if err := row.Scan(&gen); err != nil || !withMeta {
+			return err
+		}
+		// 2048 is S_ISUID, 1024 S_ISGID, 8 S_IXGRP.
+		_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET
+			mode = coalesce(?1, CASE WHEN ?2 THEN mode & ~2048 & ~(CASE WHEN mode & 8 THEN 1024 ELSE 0 END) ELSE mode END),
+			uid = coalesce(?3, uid), gid = coalesce(?4, gid), atime = coalesce(?5, atime), mtime = coalesce(?6, mtime),
+			ctime = max(ctime, ?7) WHERE id = ?8`),
+			ptrVal(meta.mode, 07777), meta.dropPriv, ptrVal(meta.uid, ^uint32(0)), ptrVal(meta.gid, ^uint32(0)),
+			meta.atime, meta.mtime, meta.ctime, oi.ino)
+		return err
 	})
 
 	oi.mu.Lock()
@@ -453,6 +527,9 @@ func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
 	oi.gen = gen
 	if withTimes && oi.timesSeq == seq {
 		oi.timesDirty = false
+	}
+	if withMeta && oi.meta.seq == meta.seq {
+		oi.meta = pendingMeta{seq: meta.seq}
 	}
 	v.reads.dropInode(oi.ino)
 	return len(batch), nil
@@ -505,6 +582,27 @@ func (oi *openInode) merge(in *Inode) {
 	in.Size = oi.size
 	if oi.timesDirty {
 		in.Mtime, in.Ctime = oi.mtime, oi.ctime
+	}
+	if m := &oi.meta; m.set {
+		switch {
+		case m.mode != nil:
+			in.Mode = *m.mode
+		case m.dropPriv:
+			in.Mode = withoutPrivileges(in.Mode)
+		}
+		if m.uid != nil {
+			in.UID = *m.uid
+		}
+		if m.gid != nil {
+			in.GID = *m.gid
+		}
+		if m.atime != nil {
+			in.Atime = *m.atime
+		}
+		if m.mtime != nil {
+			in.Mtime = *m.mtime
+		}
+		in.Ctime = max(in.Ctime, m.ctime)
 	}
 }
 
