@@ -165,6 +165,7 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 		return err
 	}
 	v.ckpt.note(t.data + txOverheadPages*int64(v.pageSize))
+	v.ckpt.bound()
 	for _, f := range t.after {
 		f()
 	}

@@ -11,13 +11,18 @@ import (
 const (
 	// DefaultChunkSize is the chunk size of new files. A read fetches,
 	// copies and checksums whole chunks, so small chunks make random reads
-	// cheap; per-row overhead turned out too small to make big ones stream
-	// faster. BenchmarkChunkSize, 16 KiB pages, medians of 4 interleaved
-	// runs on a 2-core VM, 64 KiB vs 256 KiB (vs 1 MiB): streamed put
-	// 395 vs 395 (356) MB/s, streamed get 2002 vs 1860 (1456) MB/s, 4 KiB
-	// random read 97 vs 177 (590) us; after churn, with the page cache
-	// dropped: streamed get 237 vs 218 (227) MB/s, 4 KiB read 1.67 vs
-	// 1.80 (2.24) ms, 16 KiB value 1.62 vs 1.58 (1.69) ms.
+	// cheap, while per-row overhead is too small to make big ones stream
+	// much faster. BenchmarkChunkSize, 16 KiB pages, medians of 4
+	// interleaved runs on a 2-core VM, 64 KiB vs 256 KiB (vs 1 MiB):
+	// streamed put 395 vs 395 (356) MB/s, streamed get 2002 vs 1860
+	// (1456) MB/s, 4 KiB random read 97 vs 177 (590) us; after churn,
+	// with the page cache dropped: streamed get 237 vs 218 (227) MB/s,
+	// 4 KiB read 1.67 vs 1.80 (2.24) ms, 16 KiB value 1.62 vs 1.58 (1.69)
+	// ms. The price, from scripts/bench-vault.sh and 1 MiB ReadAt runs: a
+	// 1 GiB put to Close is as fast with WAL (322-334 vs 309-373 MB/s)
+	// but up to 20% slower without (191-301 vs 237-291 MB/s), and long
+	// sequential reads are about 10% slower (1 MiB ReadAt 1.9-2.2 vs
+	// 2.2-2.4 GB/s).
 	DefaultChunkSize = 64 << 10
 	// DefaultPageSize is the SQLite page size of new database files.
 	// Streaming costs CPU per page (a WAL frame, a syscall): 4 KiB pages
