@@ -336,38 +336,58 @@ func (v *Vault) FlushCache() (int, error) {
 		}
 		return compareKeys(a.key, b.key)
 	})
+	// The first attempt runs the entries straight; only if one of them
+	// cannot be written is the transaction redone with a savepoint per
+	// entry, so that the others still commit.
 	var done []item
 	var failed []error
-	err := v.update("flush", "", func(t *tx) error {
-		done, failed = done[:0], failed[:0]
-		for _, it := range items {
-			err := t.savepoint(func() error {
-				kp, err := parseKey(it.key)
-				if err != nil {
-					return err
-				}
-				if it.p.deleted {
-					if err := t.deleteKey(kp); err != nil && !errors.Is(err, ErrNotFound) {
+	flush := func(careful bool) error {
+		return v.update("flush", "", func(t *tx) error {
+			done, failed = done[:0], failed[:0]
+			if !careful {
+				t.dirs = make(map[string]int64)
+			}
+			for _, it := range items {
+				apply := func() error {
+					kp, err := parseKey(it.key)
+					if err != nil {
 						return err
 					}
-					return nil
+					if it.p.deleted {
+						if err := t.deleteKey(kp); err != nil && !errors.Is(err, ErrNotFound) {
+							return err
+						}
+						return nil
+					}
+					return t.putValue(kp, it.p.data, it.p.mtime)
 				}
-				return t.putValue(kp, it.p.data, it.p.mtime)
-			})
-			switch {
-			case err == nil:
-				done = append(done, it)
-			case isEntryError(err):
-				failed = append(failed, wrap("flush", it.key, err))
-			default:
-				return err
+				var err error
+				if careful {
+					err = t.savepoint(apply)
+				} else {
+					err = apply()
+				}
+				switch {
+				case err == nil:
+					done = append(done, it)
+				case isEntryError(err) && !careful:
+					return errFlushCarefully
+				case isEntryError(err):
+					failed = append(failed, wrap("flush", it.key, err))
+				default:
+					return err
+				}
 			}
-		}
-		if flushHook != nil {
-			return flushHook(v)
-		}
-		return nil
-	})
+			if flushHook != nil {
+				return flushHook(v)
+			}
+			return nil
+		})
+	}
+	err := flush(false)
+	if errors.Is(err, errFlushCarefully) {
+		err = flush(true)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -385,6 +405,9 @@ func (v *Vault) FlushCache() (int, error) {
 // transaction after the entries are written; an error it returns fails
 // the transaction as a database error would. Nil in production.
 var flushHook func(v *Vault) error
+
+// errFlushCarefully aborts a flush's first attempt when an entry fails.
+var errFlushCarefully = errors.New("an entry failed: flush again entry by entry")
 
 // isEntryError reports whether a flush error belongs to one entry (a key
 // that cannot be written as it stands) rather than to the transaction.

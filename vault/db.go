@@ -115,6 +115,11 @@ type tx struct {
 	now   int64    // nanoseconds since the epoch, one clock reading per transaction
 	after []func() // run once the transaction has committed
 	data  int64    // chunk bytes written, to estimate the WAL it adds
+	// touched are directories whose times the commit sets (see touch).
+	touched map[int64]bool
+	// dirs caches directories resolved by path during the transaction,
+	// when set (a cache flush, where no directory is removed).
+	dirs map[string]int64
 }
 
 // afterCommit schedules fn to run if and when the transaction commits.
@@ -157,7 +162,11 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 		return err
 	}
 	t := &tx{Tx: sqlTx, v: v, now: time.Now().UnixNano()}
-	if err := fn(t); err != nil {
+	err = fn(t)
+	if err == nil {
+		err = t.applyTouches()
+	}
+	if err != nil {
 		sqlTx.Rollback()
 		return err
 	}

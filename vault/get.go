@@ -25,6 +25,32 @@ func (v *Vault) Get(key string) ([]byte, error) {
 		}
 		return bytes.Clone(p.data), nil
 	}
+	// A value that fits one batch is read in one transaction straight
+	// into the slice returned; a bigger one, or one open for writing
+	// here, is streamed.
+	var out []byte
+	stream := false
+	err = v.view("get", key, func(q *sql.Tx) error {
+		in, err := v.resolve(q, kp)
+		if err != nil {
+			return err
+		}
+		if err := regularFile(in); err != nil {
+			return err
+		}
+		if in.Size > streamBatchBytes || v.files.isOpen(in.ID) {
+			stream = true
+			return nil
+		}
+		out = make([]byte, in.Size)
+		return readStored(v, q, in, out, 0)
+	})
+	if err != nil {
+		return nil, err // never data together with an error
+	}
+	if !stream {
+		return out, nil
+	}
 	var buf bytes.Buffer
 	_, err = v.readValue("get", kp, &buf, func(size int64) { buf.Grow(int(size)) })
 	if err != nil {

@@ -140,19 +140,25 @@ func (v *Vault) loadInode(q querier, id int64) (Inode, error) {
 func (t *tx) newInode(kind Kind, mode, uid, gid, nlink uint32, target string, rdev uint32) (Inode, error) {
 	in := Inode{Kind: kind, Mode: mode & 07777, UID: uid, GID: gid, Nlink: nlink,
 		Atime: t.now, Mtime: t.now, Ctime: t.now, Generation: 1, Rdev: rdev, Target: target}
-	if kind == KindFile {
-		in.ChunkSize = t.v.opts.ChunkSize
-	}
 	if kind == KindSymlink {
 		in.Size = int64(len(target))
 	}
+	return t.insertInode(in)
+}
+
+// insertInode inserts in (its ID is assigned) and returns it. A file
+// gets the chunk size of the vault's options.
+func (t *tx) insertInode(in Inode) (Inode, error) {
+	if in.Kind == KindFile {
+		in.ChunkSize = t.v.opts.ChunkSize
+	}
 	var tgt any
-	if kind == KindSymlink {
-		tgt = []byte(target)
+	if in.Kind == KindSymlink {
+		tgt = []byte(in.Target)
 	}
 	res, err := t.Exec(t.v.sql(`INSERT INTO {t}_inodes (kind, mode, uid, gid, nlink, size, atime, mtime, ctime, generation, chunk_size, rdev, target)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`),
-		in.Kind, in.Mode, in.UID, in.GID, in.Nlink, in.Size, t.now, t.now, t.now, in.ChunkSize, in.Rdev, tgt)
+		in.Kind, in.Mode, in.UID, in.GID, in.Nlink, in.Size, in.Atime, in.Mtime, in.Ctime, in.ChunkSize, in.Rdev, tgt)
 	if err != nil {
 		return in, err
 	}

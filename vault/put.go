@@ -2,7 +2,6 @@ package vault
 
 import (
 	"bytes"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -182,7 +181,8 @@ func (v *Vault) abandon(sid, ino int64) {
 
 // putValue stores a whole value under a key in one transaction.
 func (t *tx) putValue(kp keyPath, value []byte, mtime int64) error {
-	in, err := t.newInode(KindFile, 0o644, euid, egid, 1, "", 0)
+	in, err := t.insertInode(Inode{Kind: KindFile, Mode: 0o644, UID: euid, GID: egid, Nlink: 1,
+		Size: int64(len(value)), Atime: t.now, Mtime: mtime, Ctime: t.now, Generation: 1})
 	if err != nil {
 		return err
 	}
@@ -191,10 +191,6 @@ func (t *tx) putValue(kp keyPath, value []byte, mtime int64) error {
 		if err := t.putChunk(in.ID, int64(i/cs), value[i:min(i+cs, len(value))]); err != nil {
 			return err
 		}
-	}
-	in.Size, in.Mtime = int64(len(value)), mtime
-	if _, err := t.Exec(t.v.sql(`UPDATE {t}_inodes SET size = ?, mtime = ? WHERE id = ?`), in.Size, mtime, in.ID); err != nil {
-		return err
 	}
 	return t.link(kp, &in)
 }
@@ -206,18 +202,25 @@ func (t *tx) link(kp keyPath, in *Inode) error {
 	if err != nil {
 		return err
 	}
-	old, err := t.v.lookupEntry(t, parent, name)
-	switch {
-	case errors.Is(err, ErrNotFound):
+	// A new key, the common case, costs one statement: try the insert.
+	res, err := t.Exec(t.v.sql(`INSERT INTO {t}_dentries (parent, name, child) VALUES (?, ?, ?)
+		ON CONFLICT (parent, name) DO NOTHING`), parent, name, in.ID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
 		if kp.binary {
 			if _, err := t.Exec(t.v.sql(`INSERT OR IGNORE INTO {t}_binkeys (key, name) VALUES (?, ?)`), []byte(kp.key), name); err != nil {
 				return err
 			}
 		}
-		if err := t.insertEntry(parent, name, in); err != nil {
+		if err := t.touch(parent); err != nil {
 			return err
 		}
 		return t.setOneLink(in)
+	}
+	old, err := t.v.lookupEntry(t, parent, name)
+	switch {
 	case err != nil:
 		return err
 	case old.Kind == KindDir:
@@ -334,7 +337,7 @@ func (v *Vault) checkCachedPut(kp keyPath) error {
 	if err := v.cache.checkPath(kp); err != nil {
 		return err
 	}
-	return v.view("put", kp.key, func(q *sql.Tx) error {
+	return v.read("put", kp.key, func(q querier) error {
 		dir := RootIno
 		for i, name := range kp.parts {
 			in, err := v.lookupEntry(q, dir, name)
