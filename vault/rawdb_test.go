@@ -45,16 +45,6 @@ func rawCount(t testing.TB, db *sql.DB, query string, args ...any) int64 {
 	return n
 }
 
-// rawIno returns the inode that a root-level name refers to.
-func rawIno(t testing.TB, db *sql.DB, parent int64, name string) int64 {
-	t.Helper()
-	var id int64
-	if err := db.QueryRow(tableSQL(DefaultTable, `SELECT child FROM {t}_dentries WHERE parent = ? AND name = ?`), parent, name).Scan(&id); err != nil {
-		t.Fatalf("entry %q in %d: %v", name, parent, err)
-	}
-	return id
-}
-
 // fileSHA256 returns the hex SHA-256 of a file's bytes.
 func fileSHA256(t testing.TB, path string) string {
 	t.Helper()
