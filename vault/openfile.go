@@ -119,11 +119,27 @@ func (f *openFiles) isOpen(ino int64) bool {
 	return f.m[ino] != nil
 }
 
-// lookup returns the open state of ino, or nil.
+// lookup returns the open state of ino, or nil. An inode still being
+// opened has no state yet (nothing written, nothing to merge), so it is
+// left out, as by all.
 func (f *openFiles) lookup(ino int64) *openInode {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.m[ino]
+	oi := f.m[ino]
+	f.mu.Unlock()
+	if oi == nil || !oi.loaded() {
+		return nil
+	}
+	return oi
+}
+
+// loaded reports whether acquire has finished loading oi successfully.
+func (oi *openInode) loaded() bool {
+	select {
+	case <-oi.ready:
+		return oi.err == nil
+	default:
+		return false
+	}
 }
 
 // all returns every open inode.
@@ -132,7 +148,9 @@ func (f *openFiles) all() []*openInode {
 	defer f.mu.Unlock()
 	out := make([]*openInode, 0, len(f.m))
 	for _, oi := range f.m {
-		out = append(out, oi)
+		if oi.loaded() {
+			out = append(out, oi)
+		}
 	}
 	return out
 }
