@@ -1,5 +1,5 @@
-// Command kvaultfs stores files in a vault (one SQLite file) and reads
-// them back.
+// Command kvaultfs stores files in a vault (one SQLite file), reads them
+// back, and mounts the vault as a file system.
 //
 // Every form is fixed so that scripts can rely on it:
 //
@@ -10,6 +10,8 @@
 //	kvaultfs stat DB KEY
 //	kvaultfs verify DB
 //	kvaultfs version
+//	kvaultfs mount [--daemon] [flags] DB MOUNTPOINT
+//	kvaultfs unmount [--lazy] MOUNTPOINT
 //
 // An error is one line on stderr, "kvaultfs: <message>", with exit code 1;
 // a usage error (wrong arguments, unknown or bad flags) exits with 2.
@@ -62,7 +64,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Description: "A vault is one SQLite file holding any number of keys, each a file of any size.\n" +
 			"Keys that are paths (clips/2024/a.mp4) form a directory tree; any other key is\n" +
 			"kept whole. Commands that only read (get, ls, stat, verify) open the vault\n" +
-			"read-only and never create it; put creates a missing vault.\n\n" +
+			"read-only and never create it; put and mount create a missing vault.\n\n" +
 			"Errors are one line on stderr with exit code 1; usage errors exit with 2.",
 		Commands:        commands(),
 		Flags:           []cli.Flag{tableFlag()},
