@@ -76,7 +76,7 @@ func TestLocksSameProcess(t *testing.T) {
 func TestLocksAcrossProcesses(t *testing.T) {
 	flock, err := exec.LookPath("flock")
 	if err != nil {
-		t.Skip("flock(1) not installed")
+		skipOrFail(t, "flock(1) not installed (apt-get install util-linux)")
 	}
 	mnt, _ := mountTest(t, nil)
 	name := filepath.Join(mnt, "locked")

@@ -163,11 +163,11 @@ func TestCacheFlushReadOnlyDatabase(t *testing.T) {
 // write everything.
 func TestCacheFlushDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs to fill needs root")
+		skipOrFail(t, "mounting a small tmpfs to fill needs root")
 	}
 	dir := t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=8m"); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v): the full-disk test needs one", err)
+		skipOrFail(t, fmt.Sprintf("cannot mount a tmpfs (%v): the full-disk test needs one", err))
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, 0); err != nil {
