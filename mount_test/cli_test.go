@@ -46,37 +46,44 @@ func TestMountErrors(t *testing.T) {
 	cases := []struct {
 		name  string
 		setup func(t *testing.T, d vaultDir) (db, mnt string)
-		want  string // in the message
+		want  string   // in the message
+		flags []string // given to mount before DB
 	}{
 		{"missing mount point", func(t *testing.T, d vaultDir) (string, string) {
 			return d.db, filepath.Join(d.dir, "nowhere")
-		}, "no such file or directory"},
+		}, "no such file or directory", nil},
 		{"mount point is a file", func(t *testing.T, d vaultDir) (string, string) {
 			f := filepath.Join(d.dir, "file")
 			writeFile(t, f, []byte("x"), 0o644)
 			return d.db, f
-		}, "not a directory"},
+		}, "not a directory", nil},
 		{"busy mount point", func(t *testing.T, d vaultDir) (string, string) {
 			m := mountDaemon(t, d)
 			writeFile(t, m.path("first"), []byte("first mount"), 0o644)
 			return filepath.Join(d.dir, "other.db"), d.mnt
-		}, "busy"},
+		}, "busy", nil},
 		{"not a database", func(t *testing.T, d vaultDir) (string, string) {
 			writeFile(t, d.db, bytes.Repeat([]byte("this is not an SQLite database\n"), 300), 0o644)
 			return d.db, d.mnt
-		}, "database"},
+		}, "database", nil},
 		{"database in a missing directory", func(t *testing.T, d vaultDir) (string, string) {
 			return filepath.Join(d.dir, "missing", "vault.db"), d.mnt
-		}, "no such file or directory"},
+		}, "no such file or directory", nil},
 		{"database inside the mount point", func(t *testing.T, d vaultDir) (string, string) {
 			return filepath.Join(d.mnt, "vault.db"), d.mnt
-		}, "inside the mount point"},
+		}, "inside the mount point", nil},
 		{"database below the mount point", func(t *testing.T, d vaultDir) (string, string) {
 			if err := os.Mkdir(filepath.Join(d.mnt, "sub"), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			return filepath.Join(d.mnt, "sub", "vault.db"), d.mnt
-		}, "inside the mount point"},
+		}, "inside the mount point", nil},
+		{"bad vault option", func(t *testing.T, d vaultDir) (string, string) {
+			return d.db, d.mnt
+		}, "--page-size", []string{"--page-size", "3000"}},
+		{"bad cache size", func(t *testing.T, d vaultDir) (string, string) {
+			return d.db, d.mnt
+		}, "--cache-size", []string{"--cache-size", "lots"}},
 	}
 	for _, c := range cases {
 		for _, daemon := range []bool{false, true} {
@@ -106,7 +113,7 @@ func TestMountErrors(t *testing.T) {
 						}
 					}
 				})
-				args := []string{"mount"}
+				args := append([]string{"mount"}, c.flags...)
 				if daemon {
 					args = append(args, "--daemon")
 				}
@@ -132,6 +139,11 @@ func TestMountErrors(t *testing.T) {
 				}
 				if dbBefore != nil && !bytes.Equal(readFile(t, db), dbBefore) {
 					t.Errorf("the failed mount changed %s", db)
+				}
+				if c.flags != nil {
+					if _, err := os.Stat(db); !os.IsNotExist(err) {
+						t.Errorf("the refused mount created %s", db)
+					}
 				}
 				if c.name == "database in a missing directory" {
 					if _, err := os.Stat(filepath.Dir(db)); !os.IsNotExist(err) {

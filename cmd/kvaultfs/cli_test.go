@@ -532,6 +532,14 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ls", "--nope", db}, "nope"},
 		{[]string{"--nope", "ls", db}, "nope"},
 		{[]string{"put", "--chunk-size"}, "chunk-size"},
+		{[]string{"put", "--page-size", "3000", db, "k", src}, "--page-size"},
+		{[]string{"put", "--page-size", "128K", db, "k", src}, "--page-size"},
+		{[]string{"put", "--mmap-size", "lots", db, "k", src}, "--mmap-size"},
+		{[]string{"put", "--sqlite-cache", "0", db, "k", src}, "--sqlite-cache"},
+		{[]string{"put", "--busy-timeout", "2h", db, "k", src}, "--busy-timeout"},
+		{[]string{"put", "--retries", "31", db, "k", src}, "--retries"},
+		{[]string{"put", "--backoff-base", "-1s", db, "k", src}, "--backoff-base"},
+		{[]string{"put", "--wal=maybe", db, "k", src}, "wal"},
 	} {
 		what := "kvaultfs " + quoteArgs(c.args)
 		r := kv(t, nil, c.args...)
@@ -554,6 +562,51 @@ func TestChunkSizeSpellings(t *testing.T) {
 		if got := statField(t, db, key, "chunk_size"); got != c.want {
 			t.Errorf("--chunk-size %s: chunk_size %s, want %s", c.flag, got, c.want)
 		}
+	}
+}
+
+// The SQLite tuning flags reach the file: --page-size and --wal shape a
+// new file, and an explicit page size that differs from an existing
+// file's is refused, changing nothing.
+func TestTuningFlags(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "v.db")
+	mustOK(t, kv(t, strings.NewReader("x"), "put", "--page-size", "4K", "--wal=false", "--mmap-size", "0",
+		"--sqlite-cache", "2M", "--busy-timeout", "1s", "--retries", "0", "--backoff-base", "5ms", db, "k"), "put with every tuning flag")
+	pragma := func(name string) string {
+		t.Helper()
+		sdb, err := sql.Open("sqlite3", db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sdb.Close()
+		var v string
+		if err := sdb.QueryRow("PRAGMA " + name).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got := pragma("page_size"); got != "4096" {
+		t.Errorf("--page-size 4K: page_size %s", got)
+	}
+	if got := pragma("journal_mode"); got != "delete" {
+		t.Errorf("--wal=false: journal_mode %s", got)
+	}
+	before, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, kv(t, strings.NewReader("y"), "put", "--page-size", "8K", db, "k2"), 1, "PageSize", "put --page-size 8K on a 4K file")
+	after, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Error("a refused --page-size changed the file")
+	}
+	// Without the flag the file's own page size is used.
+	mustOK(t, kv(t, strings.NewReader("y"), "put", db, "k2"), "put without --page-size")
+	if got := pragma("page_size"); got != "4096" {
+		t.Errorf("page_size changed to %s", got)
 	}
 }
 

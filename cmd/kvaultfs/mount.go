@@ -46,7 +46,7 @@ func mountCommand() *cli.Command {
 			"unmounted (kvaultfs unmount, fusermount3 -u) or interrupted (SIGINT, SIGTERM),\n" +
 			"which commit everything and unmount. With --daemon it returns once the\n" +
 			"mount is ready and keeps serving in the background.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "daemon", Usage: "return once the mount is ready and serve in the background"},
 			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only; the database file is never written"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users in, with file modes enforced by the kernel (default_permissions)"},
@@ -58,7 +58,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request to stderr (or --log)"},
 			&cli.StringFlag{Name: "log", Usage: "with --daemon, append messages to this file instead of discarding them"},
 			&cli.StringFlag{Name: "cpu-profile", Hidden: true, Usage: "write a CPU profile of the daemon to this file (for development)"},
-		},
+		}, tuningFlags()...),
 		Action: runMount,
 	}
 }

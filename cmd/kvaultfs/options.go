@@ -9,14 +9,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kohakuvault/kvaultfs/vault"
 	"github.com/urfave/cli/v2"
 )
 
 // The vault options a command line can set. --table is accepted before
-// the command (for every command) and after it; --chunk-size only where
-// new data is written.
+// the command (for every command) and after it; --chunk-size and the
+// SQLite tuning flags (tuningFlags) on the commands that write: put, and
+// mount, which may run for days and so deserves every knob.
 
 // tableFlag is --table: which vault in the file.
 func tableFlag() cli.Flag {
@@ -32,7 +34,22 @@ func chunkSizeFlag() cli.Flag {
 	return &cli.StringFlag{
 		Name:  "chunk-size",
 		Value: formatSize(vault.DefaultChunkSize),
-		Usage: "chunk size of the new value: a multiple of 4K from 4K to 64M, like 256K, 1M or 1MiB (K/M/G/KiB/MiB/GiB are powers of 1024, KB/MB/GB of 1000)",
+		Usage: "chunk size of new data: a multiple of 4K from 4K to 64M, like 256K, 1M or 1MiB (K/M/G/KiB/MiB/GiB are powers of 1024, KB/MB/GB of 1000)",
+	}
+}
+
+// tuningFlags are the remaining vault.Options: how SQLite is set up.
+// --page-size and --wal only apply when the command creates the file.
+func tuningFlags() []cli.Flag {
+	d := vault.DefaultOptions()
+	return []cli.Flag{
+		&cli.StringFlag{Name: "page-size", Value: formatSize(vault.DefaultPageSize), Usage: "SQLite page size of a new database file, a power of two from 512 to 64K (an existing file keeps its own; a different explicit value is an error)"},
+		&cli.BoolFlag{Name: "wal", Value: d.EnableWAL, Usage: "put a new database file in write-ahead-log mode (--wal=false: rollback journal); an existing file keeps its mode"},
+		&cli.StringFlag{Name: "mmap-size", Value: formatSize(d.MmapSize), Usage: "how much of the database file SQLite reads through mmap (0: none)"},
+		&cli.StringFlag{Name: "sqlite-cache", Value: formatSize(int64(d.CacheKB) << 10), Usage: "SQLite page cache per connection (at least 1K)"},
+		&cli.DurationFlag{Name: "busy-timeout", Value: d.BusyTimeout, Usage: "how long SQLite waits for another process's lock before the retries start (at most 1h)"},
+		&cli.IntFlag{Name: "retries", Value: d.Retries, Usage: "retries of a write that finds the database busy, with exponential backoff, before it fails (0 to 30)"},
+		&cli.DurationFlag{Name: "backoff-base", Value: d.BackoffBase, Usage: "delay before the first retry; each retry doubles it (at most 1m)"},
 	}
 }
 
@@ -82,7 +99,53 @@ func vaultOptions(ctx *cli.Context, readOnly bool) (*vault.Options, error) {
 		}
 		o.ChunkSize = int(n)
 	}
+	if hasFlag(ctx, "page-size") {
+		if err := tuningOptions(ctx, o); err != nil {
+			return nil, err
+		}
+	}
 	return o, nil
+}
+
+// tuningOptions sets o from the flags of tuningFlags, checking each
+// against the limits vault.Open enforces.
+func tuningOptions(ctx *cli.Context, o *vault.Options) error {
+	if ctx.IsSet("page-size") {
+		s := ctx.String("page-size")
+		n, err := parseSize(s)
+		if err != nil {
+			return badFlag(ctx, "page-size", s, err.Error())
+		}
+		if n < 512 || n > 65536 || n&(n-1) != 0 {
+			return badFlag(ctx, "page-size", s, fmt.Sprintf("is %d bytes; must be a power of two from 512 to 64K", n))
+		}
+		o.PageSize = int(n)
+	}
+	o.EnableWAL = ctx.Bool("wal")
+	s := ctx.String("mmap-size")
+	n, err := parseSize(s)
+	if err != nil {
+		return badFlag(ctx, "mmap-size", s, err.Error())
+	}
+	o.MmapSize = n
+	s = ctx.String("sqlite-cache")
+	if n, err = parseSize(s); err != nil {
+		return badFlag(ctx, "sqlite-cache", s, err.Error())
+	}
+	if n < 1<<10 || n > 1<<40 {
+		return badFlag(ctx, "sqlite-cache", s, "must be from 1K to 1T")
+	}
+	o.CacheKB = int(n >> 10)
+	if o.BusyTimeout = ctx.Duration("busy-timeout"); o.BusyTimeout < 0 || o.BusyTimeout > time.Hour {
+		return badFlag(ctx, "busy-timeout", o.BusyTimeout.String(), "must be from 0 to 1h")
+	}
+	if o.Retries = ctx.Int("retries"); o.Retries < 0 || o.Retries > 30 {
+		return badFlag(ctx, "retries", strconv.Itoa(o.Retries), "must be from 0 to 30")
+	}
+	if o.BackoffBase = ctx.Duration("backoff-base"); o.BackoffBase < 0 || o.BackoffBase > time.Minute {
+		return badFlag(ctx, "backoff-base", o.BackoffBase.String(), "must be from 0 to 1m")
+	}
+	return nil
 }
 
 // hasFlag reports whether ctx's command (or the app) defines the flag.
