@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -30,7 +31,10 @@ type dirHandle struct {
 	pos   uint64 // offset of the last entry returned
 	batch []vault.DirEntry
 	done  bool
-	last  *vault.DirEntry // the entry Readdirent returned last, for Lookup
+	// writes is FS.xattrWrites when the batch was read: if it changed,
+	// the batch's NoXattrs may be stale and is not passed on.
+	writes int64
+	last   *vault.DirEntry // the entry Readdirent returned last, for Lookup
 }
 
 var (
@@ -69,6 +73,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: ino, Off: offDotDot}, 0
 	}
 	if len(d.batch) == 0 && !d.done {
+		d.writes = d.n.fsys.xattrWrites.Load()
 		entries, err := d.n.fsys.v.ReadDir(d.n.ino(), int64(d.pos-firstCookie), readdirBatch)
 		if err != nil {
 			return nil, toErrno(err)
@@ -97,13 +102,19 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 // from the inode read with the listing: no query per entry.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	d.mu.Lock()
-	e := d.last
+	e, writes := d.last, d.writes
 	d.mu.Unlock()
 	if e == nil || e.Name != name {
 		return d.n.Lookup(ctx, name, out)
 	}
 	in := e.Inode
-	return d.n.newChild(ctx, &in, out), 0
+	child := d.n.newChild(ctx, &in, out)
+	if cn, ok := child.Operations().(*node); ok && e.NoXattrs && d.n.fsys.xattrWrites.Load() == writes {
+		// ls -l asks every file for security.selinux right after the
+		// listing: answer from it, for as long as the attributes hold.
+		cn.noXattrsUntil.Store(time.Now().Add(d.n.fsys.opts.AttrTimeout).UnixNano())
+	}
+	return child, 0
 }
 
 // Fsyncdir makes committed directory changes durable.

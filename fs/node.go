@@ -31,6 +31,9 @@ type node struct {
 	// absentXattrs remembers, until a deadline (ns), attribute names
 	// that the vault reported missing.
 	absentXattrs sync.Map
+	// noXattrsUntil is a deadline (ns) before which the node is known to
+	// have no extended attributes at all: a directory listing said so.
+	noXattrsUntil atomic.Int64
 }
 
 var (

@@ -27,7 +27,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if unsupportedXattr(attr) {
 		return 0, syscall.ENODATA
 	}
-	if until, ok := n.absentXattrs.Load(attr); ok && time.Now().UnixNano() < until.(int64) {
+	now := time.Now().UnixNano()
+	if now < n.noXattrsUntil.Load() {
+		return 0, syscall.ENODATA
+	}
+	if until, ok := n.absentXattrs.Load(attr); ok && now < until.(int64) {
 		return 0, syscall.ENODATA
 	}
 	val, err := n.fsys.v.GetXattr(n.ino(), attr)
@@ -62,8 +66,14 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if len(data) > 64<<10 {
 		return syscall.E2BIG
 	}
+	err := n.fsys.v.SetXattr(n.ino(), attr, data, vault.XattrFlags(flags))
+	// Forget "absent" only now that the attribute is stored: a listing or
+	// lookup that read the database before cannot have it, and one that
+	// finishes after this sees xattrWrites changed and records nothing.
+	n.fsys.xattrWrites.Add(1)
+	n.noXattrsUntil.Store(0)
 	n.absentXattrs.Delete(attr)
-	return xattrErrno(n.fsys.v.SetXattr(n.ino(), attr, data, vault.XattrFlags(flags)))
+	return xattrErrno(err)
 }
 
 // Removexattr deletes an attribute.

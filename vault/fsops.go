@@ -18,6 +18,10 @@ type DirEntry struct {
 	Name   string
 	Inode  Inode // the child, as Lookup would return it
 	Cookie int64 // pass as ReadDir's after to continue after this entry
+	// NoXattrs reports that the child had no extended attributes when
+	// it was listed, so that a mount can answer the getxattr calls of
+	// ls -l (security.selinux, for every file) without a query each.
+	NoXattrs bool
 }
 
 // GetInode returns inode ino, with this process's uncommitted size and
@@ -66,8 +70,9 @@ func (v *Vault) Lookup(parent int64, name string) (Inode, error) {
 func (v *Vault) ReadDir(dir, after int64, limit int) ([]DirEntry, error) {
 	var out []DirEntry
 	err := v.read("readdir", "", func(q querier) error {
-		rows, err := q.Query(v.sql(`SELECT d.id, d.name, `+inodeColumnsI+` FROM {t}_dentries d
-			JOIN {t}_inodes i ON i.id = d.child
+		rows, err := q.Query(v.sql(`SELECT d.id, d.name,
+			NOT EXISTS (SELECT 1 FROM {t}_xattrs x WHERE x.inode = d.child), `+inodeColumnsI+`
+			FROM {t}_dentries d JOIN {t}_inodes i ON i.id = d.child
 			WHERE d.parent = ? AND d.id > ? ORDER BY d.id LIMIT ?`), dir, after, limit)
 		if err != nil {
 			return err
@@ -75,7 +80,7 @@ func (v *Vault) ReadDir(dir, after int64, limit int) ([]DirEntry, error) {
 		defer rows.Close()
 		for rows.Next() {
 			var e DirEntry
-			if err := scanInode(prefixScanner{rows, []any{&e.Cookie, &e.Name}}, &e.Inode); err != nil {
+			if err := scanInode(prefixScanner{rows, []any{&e.Cookie, &e.Name, &e.NoXattrs}}, &e.Inode); err != nil {
 				return err
 			}
 			v.mergeOpen(&e.Inode)
