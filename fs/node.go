@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -74,6 +75,17 @@ func (n *node) newChild(ctx context.Context, in *vault.Inode, out *fuse.EntryOut
 	child := n.NewInode(ctx, &node{fsys: n.fsys}, gofs.StableAttr{Mode: typeBits(in.Kind), Ino: uint64(in.ID), Gen: 1})
 	if cn, ok := child.Operations().(*node); ok {
 		cn.noticeGeneration(in)
+	}
+	return child
+}
+
+// newFreshChild is newChild for an inode this call created: it has no
+// extended attributes yet, which answers the getxattr of
+// security.capability that the kernel sends before every write to it.
+func (n *node) newFreshChild(ctx context.Context, in *vault.Inode, out *fuse.EntryOut) *gofs.Inode {
+	child := n.newChild(ctx, in, out)
+	if cn, ok := child.Operations().(*node); ok {
+		cn.noXattrsUntil.Store(time.Now().Add(n.fsys.opts.AttrTimeout).UnixNano())
 	}
 	return child
 }
@@ -169,7 +181,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	return n.newChild(ctx, &in, out), 0
+	return n.newFreshChild(ctx, &in, out), 0
 }
 
 // Mknod creates a regular file, FIFO, socket or device node.
@@ -183,7 +195,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	return n.newChild(ctx, &in, out), 0
+	return n.newFreshChild(ctx, &in, out), 0
 }
 
 // Create makes a regular file and opens it, in one transaction. If the
@@ -206,7 +218,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	child := n.newChild(ctx, &in, out)
+	child := n.newFreshChild(ctx, &in, out)
 	return child, child.Operations().(*node).newHandle(f, flags), 0, 0
 }
 
@@ -217,7 +229,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	return n.newChild(ctx, &in, out), 0
+	return n.newFreshChild(ctx, &in, out), 0
 }
 
 // Readlink returns a symlink's target.

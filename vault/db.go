@@ -113,6 +113,7 @@ type tx struct {
 	*sql.Tx
 	v     *Vault
 	now   int64    // nanoseconds since the epoch, one clock reading per transaction
+	seq   uint64   // this transaction's number in Vault.txSeq
 	after []func() // run once the transaction has committed
 	data  int64    // chunk bytes written, to estimate the WAL it adds
 	// touched are directories whose times the commit sets (see touch).
@@ -157,11 +158,12 @@ func (v *Vault) retry(fn func() error) error {
 }
 
 func (v *Vault) updateOnce(fn func(t *tx) error) error {
+	seq := v.txSeq.Add(1) // before Begin, so that a snapshot taken after any earlier transaction sees it
 	sqlTx, err := v.w.Begin()
 	if err != nil {
 		return err
 	}
-	t := &tx{Tx: sqlTx, v: v, now: time.Now().UnixNano()}
+	t := &tx{Tx: sqlTx, v: v, now: time.Now().UnixNano(), seq: seq}
 	err = fn(t)
 	if err == nil {
 		err = t.applyTouches()

@@ -148,8 +148,10 @@ func (v *Vault) CreateFile(parent int64, name string, mode, uid, gid uint32, fla
 	if err != nil {
 		return nil, in, err
 	}
+	var seq uint64
 	err = v.update("create", name, func(t *tx) error {
 		var err error
+		seq = t.seq
 		if in, err = t.createInherit(parent, name, KindFile, mode, uid, gid, "", 0); err != nil {
 			return err
 		}
@@ -165,7 +167,7 @@ func (v *Vault) CreateFile(parent int64, name string, mode, uid, gid uint32, fla
 	}
 	v.sess.registered[in.ID] = true
 	v.sess.mu.Unlock()
-	oi := v.adopt(in)
+	oi := v.adopt(in, seq)
 	f := &File{v: v, oi: oi, name: name, writable: flag&(os.O_WRONLY|os.O_RDWR) != 0, append: flag&os.O_APPEND != 0}
 	if f.writable {
 		oi.writers.Add(1)
@@ -457,6 +459,9 @@ func (v *Vault) SetAttr(ino int64, a SetAttr) (Inode, error) {
 	}
 	if oi != nil && oi.writers.Load() > 0 {
 		oi.setMeta(a) // committed with the file's data, at the latest at close
+		if in, ok := oi.snapshot(v); ok && a.Size == nil {
+			return in, nil
+		}
 		return v.GetInode(ino)
 	}
 	in, err := v.setMeta(ino, a, oi)

@@ -47,6 +47,13 @@ type openInode struct {
 	meta       pendingMeta
 
 	writers atomic.Int32 // Files open for writing; guards deferring SetAttr
+
+	// base is the inode as a transaction of this process stored it, valid
+	// while Vault.txSeq is still baseSeq (no write here since; other
+	// processes' changes show at the next GetInode). It lets a file just
+	// created answer tar's chmod, chown and utimensat without a query.
+	base    Inode
+	baseSeq uint64 // 0: no base
 }
 
 // pendingMeta holds attribute changes (chmod, chown, utimensat) to a
@@ -199,10 +206,11 @@ func (oi *openInode) load(v *Vault, in Inode) {
 }
 
 // adopt registers a file this process has just created (and recorded as
-// open in the same transaction): nobody else can know it yet.
-func (v *Vault) adopt(in Inode) *openInode {
+// open in the same transaction, number seq): nobody else can know it yet.
+func (v *Vault) adopt(in Inode, seq uint64) *openInode {
 	oi := &openInode{ino: in.ID, refs: 1, ready: make(chan struct{})}
 	oi.load(v, in)
+	oi.base, oi.baseSeq = in, seq
 	close(oi.ready)
 	v.files.mu.Lock()
 	defer v.files.mu.Unlock()
@@ -597,6 +605,24 @@ func (oi *openInode) truncate(v *Vault, size int64) error {
 func (oi *openInode) merge(in *Inode) {
 	oi.mu.RLock()
 	defer oi.mu.RUnlock()
+	oi.mergeLocked(in)
+}
+
+// snapshot returns the inode with this process's pending changes, without
+// a query, if no write transaction has run here since base was stored.
+func (oi *openInode) snapshot(v *Vault) (Inode, bool) {
+	oi.mu.RLock()
+	defer oi.mu.RUnlock()
+	if oi.baseSeq == 0 || v.txSeq.Load() != oi.baseSeq {
+		return Inode{}, false
+	}
+	in := oi.base
+	oi.mergeLocked(&in)
+	return in, true
+}
+
+// mergeLocked is merge with oi.mu held.
+func (oi *openInode) mergeLocked(in *Inode) {
 	in.Size = oi.size
 	if oi.timesDirty {
 		in.Mtime, in.Ctime = oi.mtime, oi.ctime

@@ -77,3 +77,41 @@ func reopenSecond(t *testing.T, v *Vault) *Vault {
 	t.Cleanup(func() { o.Close() })
 	return o
 }
+
+// A file just created answers SetAttr from the inode its creation stored,
+// without a query, until any other write of this process: a hard link
+// made meanwhile shows in the next answer.
+func TestSetAttrOnCreatedFile(t *testing.T) {
+	v := openTest(t, nil)
+	f, in, err := v.CreateFile(RootIno, "new", 0o644, 7, 8, os.O_WRONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("12345"), 0); err != nil {
+		t.Fatal(err)
+	}
+	mtime := int64(1_500_000_000_000_000_000)
+	got, err := v.SetAttr(in.ID, SetAttr{Mtime: &mtime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Mtime != mtime || got.Size != 5 || got.Mode != 0o644 || got.UID != 7 || got.GID != 8 || got.Nlink != 1 || got.Kind != KindFile {
+		t.Fatalf("SetAttr after create: %+v", got)
+	}
+	mode := uint32(0o600)
+	if got, err = v.SetAttr(in.ID, SetAttr{Mode: &mode}); err != nil || got.Mode != 0o600 || got.Mtime != mtime {
+		t.Fatalf("second SetAttr: %+v, %v", got, err)
+	}
+	if _, err := v.Link(in.ID, RootIno, "second-name"); err != nil {
+		t.Fatal(err)
+	}
+	uid := uint32(9)
+	got, err = v.SetAttr(in.ID, SetAttr{UID: &uid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Nlink != 2 || got.UID != 9 || got.Mode != 0o600 || got.Mtime != mtime || got.Size != 5 {
+		t.Fatalf("SetAttr after a link: %+v", got)
+	}
+}

@@ -40,6 +40,12 @@ type Vault struct {
 
 	ckpt *checkpointer // background checkpoints; nil unless writable WAL
 
+	// txSeq counts write transactions begun in this process. Writes take
+	// turns on the single writer connection, so an unchanged count means
+	// that nothing here has changed the database since a transaction
+	// read it (see openInode.snapshot).
+	txSeq atomic.Uint64
+
 	dvMu   sync.Mutex
 	dvConn *sql.Conn // the connection DataVersion asks, kept so its answer compares
 }
