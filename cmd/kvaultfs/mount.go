@@ -28,9 +28,20 @@ const (
 	defaultFlushThreshold = 32 << 20
 )
 
-// daemonOverhead is the daemon's memory beyond the write-back cache:
-// SQLite's page caches, the read cache and the Go runtime.
-const daemonOverhead = 96 << 20
+// daemonOverhead is the daemon's Go heap beyond the write-back cache:
+// the read cache, request buffers and the runtime. SQLite's page caches
+// are C memory and come on top.
+const daemonOverhead = 48 << 20
+
+// daemonGCPercent lets the heap grow to five times what is live before a
+// collection, within the soft limit of cache + daemonOverhead. A read
+// allocates each chunk afresh in the SQLite driver, and memory that the
+// runtime returns to the system between collections is slow to touch
+// again on a VM. Measured on a 2-core VM, interleaved runs of a 1 GiB
+// read with the database in the page cache: 877-1000 MB/s against
+// 686-887 with the default 100 and a 96 MiB overhead; peak RssAnon while
+// copying 2 GiB in and out: 144 MiB against 148.
+const daemonGCPercent = 400
 
 // readyFDEnv names the descriptor on which a --daemon child reports that
 // the mount is ready ("ok") or why it failed.
@@ -165,10 +176,11 @@ func serve(s *mountSettings, ready *os.File) (err error) {
 		return err
 	}
 	defer closeVault(v, &err)
-	// The garbage collector lets the heap grow to twice what is live; a
-	// soft limit near the cache budget keeps the daemon's footprint near
-	// what the budget promises (the database pages it maps are not heap).
+	// A soft limit near the cache budget keeps the daemon's footprint near
+	// what the budget promises (the database pages it maps are not heap);
+	// below it the collector may let garbage pile up (daemonGCPercent).
 	debug.SetMemoryLimit(s.cache + daemonOverhead)
+	debug.SetGCPercent(daemonGCPercent)
 	if !v.ReadOnly() {
 		if err := v.EnableCache(s.cache, s.flushAt); err != nil {
 			return err
