@@ -2,7 +2,6 @@ package mount_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -20,20 +19,7 @@ import (
 // runLimited runs the binary with a time limit, so that a mount command
 // that wrongly succeeds in the foreground cannot hang the test.
 func runLimited(d time.Duration, args ...string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, kvaultfs, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), err: err}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		r.code = -1
-	}
-	return r
+	return runCmdLimit(d, "", kvaultfs, args...)
 }
 
 // daemonsServing counts kvaultfs processes serving mnt.
