@@ -3,6 +3,7 @@ package vault
 import (
 	"bytes"
 	"errors"
+	"os"
 	"slices"
 	"testing"
 )
@@ -101,5 +102,53 @@ func TestListing(t *testing.T) {
 	}
 	if got := allKeys(t, v, "zzz"); len(got) != 0 {
 		t.Fatalf("zzz: %q", got)
+	}
+}
+
+// ReadAt zeroes the holes of the range it reads whatever the buffer held:
+// chunk rows come back in index order and the missing ones (holes,
+// before, between and after stored rows) are cleared, not skipped.
+func TestReadAtZeroesHoles(t *testing.T) {
+	opts := DefaultOptions()
+	opts.ChunkSize = 4096
+	v := openTest(t, opts)
+	f, err := v.OpenFile("sparse", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Chunks 1 and 3 hold data; 0, 2, 4 and 5 are holes, 4 within the
+	// stored extent (written, then overwritten with zeros, which removes
+	// its row) and 5 past it.
+	want := make([]byte, 6*4096)
+	for _, idx := range []int{1, 3, 4} {
+		block := bytes.Repeat([]byte{byte('a' + idx)}, 4096)
+		if idx != 4 {
+			copy(want[idx*4096:], block)
+		}
+		if _, err := f.WriteAt(block, int64(idx*4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 4096), 4*4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(int64(len(want))); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil { // commit, so the reads come from rows
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 100, 4096, 5000} {
+		got := bytes.Repeat([]byte{0xff}, len(want)-int(off))
+		if n, err := f.ReadAt(got, off); err != nil || n != len(got) {
+			t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
+		}
+		if !bytes.Equal(got, want[off:]) {
+			t.Fatalf("ReadAt(%d): holes not zeroed", off)
+		}
 	}
 }

@@ -333,11 +333,18 @@ func (v *Vault) fetchChunks(ino, cs int64, idxs []int64, p []byte, off int64) er
 			for run < len(missing) && missing[run] == missing[run-1]+1 {
 				run++
 			}
-			for _, idx := range missing[:run] {
-				dst, _ := dstOf(idx)
-				clear(dst) // holes stay zero
+			// Rows come in index order; a chunk with no row is a hole,
+			// zeroed when the next row (or the end) shows it is missing.
+			next, last := missing[0], missing[run-1]
+			clearTo := func(end int64) {
+				for ; next < end; next++ {
+					dst, _ := dstOf(next)
+					clear(dst)
+				}
 			}
-			err := v.scanChunks(q, ino, missing[0], missing[run-1], func(idx int64, data []byte) error {
+			err := v.scanChunks(q, ino, next, last, func(idx int64, data []byte) error {
+				clearTo(idx)
+				next = idx + 1
 				dst, within := dstOf(idx)
 				copyChunk(dst, data, within)
 				if within > 0 || int64(within+len(dst)) < cs {
@@ -351,6 +358,7 @@ func (v *Vault) fetchChunks(ino, cs int64, idxs []int64, p []byte, off int64) er
 			if err != nil {
 				return err
 			}
+			clearTo(last + 1)
 			missing = missing[run:]
 		}
 		return nil
