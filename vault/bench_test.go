@@ -186,18 +186,7 @@ func benchRandomReads(b *testing.B, f *File, size int64) {
 func BenchmarkPut(b *testing.B) {
 	for _, size := range []int{1 << 10, 16 << 10} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
-			v := openTest(b, nil)
-			keys := benchKeys("put/", b.N)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu := cpuTime()
-			for i := range b.N {
-				if err := v.Put(keys[i], benchValue(i, size)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			reportCPU(b, cpuTime()-cpu)
+			timedPuts(b, openTest(b, nil), "put/", size)
 		})
 	}
 }
@@ -233,6 +222,25 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
+// timedPuts times b.N puts of size-byte values under new keys, ending
+// with a FlushCache (nothing to do when the cache is off).
+func timedPuts(b *testing.B, v *Vault, prefix string, size int) {
+	keys := benchKeys(prefix, b.N)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := cpuTime()
+	for i := range b.N {
+		if err := v.Put(keys[i], benchValue(i, size)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := v.FlushCache(); err != nil {
+		b.Fatal(err)
+	}
+	reportCPU(b, cpuTime()-cpu)
+}
+
 // BenchmarkCachedPut compares puts through the write-back cache with
 // puts that commit one transaction each (the default synchronous mode).
 // The timed part ends with the final FlushCache. The cache holds up to
@@ -248,20 +256,7 @@ func BenchmarkCachedPut(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				keys := benchKeys("cached/", b.N)
-				b.SetBytes(int64(size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				cpu := cpuTime()
-				for i := range b.N {
-					if err := v.Put(keys[i], benchValue(i, size)); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if _, err := v.FlushCache(); err != nil {
-					b.Fatal(err)
-				}
-				reportCPU(b, cpuTime()-cpu)
+				timedPuts(b, v, "cached/", size)
 			})
 		}
 	}

@@ -458,9 +458,11 @@ func (v *Vault) SetAttr(ino int64, a SetAttr) (Inode, error) {
 		return v.GetInode(ino)
 	}
 	if oi != nil && oi.writers.Load() > 0 {
-		oi.setMeta(a) // committed with the file's data, at the latest at close
-		if in, ok := oi.snapshot(v); ok && a.Size == nil {
-			return in, nil
+		oi.setMeta(a)      // committed with the file's data, at the latest at close
+		if a.Size == nil { // a truncate changed the generation: read it back
+			if in, ok := oi.snapshot(v); ok {
+				return in, nil
+			}
 		}
 		return v.GetInode(ino)
 	}
