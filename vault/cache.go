@@ -27,7 +27,6 @@ type writeCache struct {
 	room       *sync.Cond // signalled when dirty bytes are freed or a write-out ends
 	outRunning bool       // a background write-out is under way
 	outStuck   bool       // the last write-out could free nothing
-	outErr     error      // why the last write-out failed, for the next writer
 	values     map[string]*pendingValue
 	dirs       map[string]int // live pending puts below each directory path
 	valueBytes int64          // sum of entry sizes

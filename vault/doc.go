@@ -18,4 +18,29 @@
 // Without the cache, a write is committed when it returns: every reader
 // in any process sees it, and a crash of this process loses nothing. It is
 // durable against power loss once Sync (or File.Sync) returns.
+//
+// # Concurrency
+//
+// Several processes (mounts, library users, the CLI) may read and write
+// one file at once. Writes to an open file are held in memory as the byte
+// ranges that were written; a commit (Flush, Sync, Close, fsync(2) or
+// close(2) in a mount) merges exactly those ranges onto the chunks as
+// stored at commit time, and an O_APPEND write commits at once at the end
+// of the file as stored then. So bytes written by one writer and not
+// overwritten by another are never lost; where two writers wrote the
+// same bytes, the later commit wins.
+//
+// Locking rules, which every change must keep (they are what makes a hang
+// impossible):
+//
+//   - No lock is held while waiting for SQL, a pooled connection, I/O or
+//     another lock, with one exception per kind of writer: a lock that
+//     exists to order write transactions (an open inode's commitMu, the
+//     cache's flushMu) is held while waiting for the single writer
+//     connection, and nothing that holds a connection ever takes such a
+//     lock.
+//   - No lock is taken while rows are open: listings copy their rows out
+//     and close them before merging in-memory state.
+//   - Nothing in memory changes before its transaction commits; what a
+//     failed transaction took out of memory is put back.
 package vault

@@ -213,7 +213,11 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekCurrent:
 		offset += f.off
 	case io.SeekEnd:
-		offset += f.Size()
+		in, err := f.Stat()
+		if err != nil {
+			return 0, err
+		}
+		offset += in.Size
 	default:
 		return 0, wrap("seek", f.name, fmt.Errorf("%w: whence %d", ErrInvalidArgument, whence))
 	}
@@ -233,11 +237,13 @@ func (f *File) Generation() int64 {
 	return f.oi.gen
 }
 
-// Size returns the current size, uncommitted writes included.
+// Size returns the size as this process last saw it stored (when it
+// opened, read, wrote or stat'ed the file), uncommitted writes included.
+// Stat reads the size another process may have changed since.
 func (f *File) Size() int64 {
 	f.oi.mu.RLock()
 	defer f.oi.mu.RUnlock()
-	return f.oi.size
+	return f.oi.sizeLocked()
 }
 
 // Stat returns the file's metadata with uncommitted size and times.

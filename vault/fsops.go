@@ -83,11 +83,15 @@ func (v *Vault) ReadDir(dir, after int64, limit int) ([]DirEntry, error) {
 			if err := scanInode(prefixScanner{rows, []any{&e.Cookie, &e.Name, &e.NoXattrs}}, &e.Inode); err != nil {
 				return err
 			}
-			v.mergeOpen(&e.Inode)
 			out = append(out, e)
 		}
 		return rows.Err()
 	})
+	// Only now that the rows (and their connection) are released: the
+	// open state's lock is never taken while holding rows open.
+	for i := range out {
+		v.mergeOpen(&out[i].Inode)
+	}
 	return out, err
 }
 
@@ -476,9 +480,16 @@ func (v *Vault) SetAttr(ino int64, a SetAttr) (Inode, error) {
 // setMeta writes the attributes other than the size in one statement
 // (NULL keeps a column) and returns the inode as stored.
 func (v *Vault) setMeta(ino int64, a SetAttr, oi *openInode) (Inode, error) {
+	var seq uint64
 	if oi != nil {
-		oi.mu.Lock() // so no commit of pending times races the new mtime
-		defer oi.mu.Unlock()
+		// No commit of this process's pending times may race the new
+		// mtime: commits hold commitMu too. mu is not held across the
+		// transaction (see openInode).
+		oi.commitMu.Lock()
+		defer oi.commitMu.Unlock()
+		oi.mu.RLock()
+		seq = oi.timesSeq
+		oi.mu.RUnlock()
 	}
 	var in Inode
 	err := v.update("setattr", "", func(t *tx) error {
@@ -494,7 +505,11 @@ func (v *Vault) setMeta(ino int64, a SetAttr, oi *openInode) (Inode, error) {
 		return err
 	})
 	if err == nil && oi != nil && a.Mtime != nil {
-		oi.timesDirty = false
+		oi.mu.Lock()
+		if oi.timesSeq == seq { // a write since sets mtime again
+			oi.timesDirty = false
+		}
+		oi.mu.Unlock()
 	}
 	return in, err
 }

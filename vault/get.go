@@ -121,7 +121,7 @@ func (v *Vault) readValue(op string, kp keyPath, w io.Writer, sizeKnown func(int
 			return off, err
 		}
 		if oi != nil {
-			return v.readOpen(op, kp.key, oi, w, sizeKnown)
+			return v.readOpen(op, kp.key, oi, in, w, sizeKnown)
 		}
 		if first && sizeKnown != nil {
 			sizeKnown(in.Size)
@@ -136,10 +136,10 @@ func (v *Vault) readValue(op string, kp keyPath, w io.Writer, sizeKnown func(int
 
 // readOpen streams a value that is open in this process, dirty data
 // included.
-func (v *Vault) readOpen(op, key string, oi *openInode, w io.Writer, sizeKnown func(int64)) (int64, error) {
-	oi.mu.RLock()
-	size := oi.size
-	oi.mu.RUnlock()
+// in is the inode as just read from the database.
+func (v *Vault) readOpen(op, key string, oi *openInode, in Inode, w io.Writer, sizeKnown func(int64)) (int64, error) {
+	oi.merge(&in)
+	size := in.Size
 	if sizeKnown != nil {
 		sizeKnown(size)
 	}

@@ -2,8 +2,6 @@ package vault
 
 import (
 	"database/sql"
-	"io"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,9 +9,12 @@ import (
 )
 
 // Open inodes. Every File of one inode in this process shares one
-// openInode: its size and times as the writers see them, and its dirty
-// chunks, which live in the write-back cache's byte budget until a flush
-// (fsync, close, FlushCache) commits them or the budget forces them out.
+// openInode: the bytes written here and not yet committed (dirty chunks,
+// which live in the write-back cache's byte budget until a flush, fsync,
+// close or FlushCache commits them or the budget forces them out), and
+// the times and attributes that go with them. The database stays the
+// truth for everything else, so several processes can write one file:
+// see dirty.go for how their writes merge.
 
 // openFiles is the registry of inodes open in this process.
 type openFiles struct {
@@ -21,8 +22,21 @@ type openFiles struct {
 	m  map[int64]*openInode
 }
 
-// openInode is the shared state of an open inode. Lock order: mu before
-// any database transaction; never two openInode locks at once.
+// openInode is the shared state of an open inode.
+//
+// Locks. mu guards the in-memory state below and is only ever held for
+// memory work: never while waiting for SQL, a database connection, I/O or
+// any lock but the leaf locks of the write cache and the read cache. A
+// reader copies what it needs under mu, fetches stored chunks without
+// it, and overlays the dirty bytes under mu again; a writer needs no
+// stored data at all (see dirty.go). commitMu orders the transactions
+// that change the inode's stored data from this process (commits,
+// appends, truncates, attribute writes): it is the one inode lock held
+// across a transaction, and only the writer connection is waited for
+// under it. No goroutine that holds a connection ever takes commitMu or
+// mu (listings merge open state after closing their rows), so no cycle
+// can form. Order: commitMu, then a connection, then the leaf locks; mu
+// is never held with commitMu while waiting.
 type openInode struct {
 	ino   int64
 	refs  int           // Files open on it; guarded by openFiles.mu
@@ -30,21 +44,28 @@ type openInode struct {
 	err   error         // why loading failed
 	cs    int64
 
-	// commitMu serializes commits and truncates of this inode, so that
-	// the flushing set belongs to one commit at a time.
 	commitMu sync.Mutex
 
-	mu         sync.RWMutex
-	size       int64 // the size writers see, dirty data included
-	stored     int64 // no stored chunk row holds data at or past this offset
+	mu sync.RWMutex
+	// stored is the size as stored when this process last read or wrote
+	// it; another process may have changed it since.
+	stored atomic.Int64
+	// pendingEnd is the offset just past the last byte written here and
+	// not yet committed (dirty or flushing), 0 if none. The size this
+	// process sees is max(stored size, pendingEnd).
+	pendingEnd int64
 	dirty      map[int64]*dirtyChunk
 	flushing   map[int64]*dirtyChunk // being committed, read-only until the commit ends
+	outErr     error                 // why the background write-out could not commit this inode
 	mtime      int64                 // pending times, valid when timesDirty
 	ctime      int64
 	timesDirty bool
 	timesSeq   uint64 // counts touches, so a commit knows whether newer times arrived
-	gen        int64  // the data generation as of the last load or commit here
-	meta       pendingMeta
+	// gen is the data generation of the last commit here (or as loaded).
+	// A read during which it changed may have missed bytes that moved
+	// from pending to stored, and reads again.
+	gen  int64
+	meta pendingMeta
 
 	writers atomic.Int32 // Files open for writing; guards deferring SetAttr
 
@@ -111,13 +132,6 @@ func withoutPrivileges(mode uint32) uint32 {
 		mode &^= 02000
 	}
 	return mode
-}
-
-// dirtyChunk is a chunk's full current contents: buf[:n] are its bytes,
-// and the chunk reads as zeros from n to the chunk size.
-type dirtyChunk struct {
-	buf []byte
-	n   int
 }
 
 func (f *openFiles) isOpen(ino int64) bool {
@@ -199,7 +213,8 @@ func (v *Vault) acquire(ino int64) (*openInode, error) {
 
 // load sets the state of a newly opened inode from its stored metadata.
 func (oi *openInode) load(v *Vault, in Inode) {
-	oi.cs, oi.size, oi.stored, oi.gen = int64(in.ChunkSize), in.Size, in.Size, in.Generation
+	oi.cs, oi.gen = int64(in.ChunkSize), in.Generation
+	oi.stored.Store(in.Size)
 	if oi.cs == 0 {
 		oi.cs = int64(v.opts.ChunkSize)
 	}
@@ -257,357 +272,6 @@ func (f *openFiles) flushAll(v *Vault) error {
 	return first
 }
 
-// readAt reads into p from off, merging dirty chunks with stored ones.
-func (oi *openInode) readAt(v *Vault, p []byte, off int64) (int, error) {
-	oi.mu.RLock()
-	defer oi.mu.RUnlock()
-	if off >= oi.size {
-		return 0, io.EOF
-	}
-	want := len(p)
-	end := min(off+int64(want), oi.size)
-	p = p[:end-off]
-	var fetch []int64 // chunks to read from the database
-	for idx := off / oi.cs; idx*oi.cs < end; idx++ {
-		start := idx * oi.cs
-		dst := p[max(start, off)-off : min(start+oi.cs, end)-off]
-		within := int(max(off-start, 0)) // offset of dst inside the chunk
-		switch dc := oi.pending(idx); {
-		case dc != nil:
-			copyChunk(dst, dc.buf[:dc.n], within)
-		case start >= oi.stored:
-			clear(dst)
-		default:
-			fetch = append(fetch, idx)
-		}
-	}
-	if len(fetch) > 0 {
-		if err := v.fetchChunks(oi.ino, oi.cs, fetch, p, off); err != nil {
-			return 0, err
-		}
-	}
-	if len(p) < want {
-		return len(p), io.EOF
-	}
-	return len(p), nil
-}
-
-// copyChunk copies a chunk's bytes from within into dst, with zeros past
-// the stored bytes.
-func copyChunk(dst, data []byte, within int) {
-	n := 0
-	if within < len(data) {
-		n = copy(dst, data[within:])
-	}
-	clear(dst[n:])
-}
-
-// fetchChunks reads the listed chunks (ascending) of ino into p, which
-// holds the file's bytes from off, using the read cache where the inode's
-// generation still matches. One read transaction sees one version.
-func (v *Vault) fetchChunks(ino, cs int64, idxs []int64, p []byte, off int64) error {
-	return v.view("read", "", func(q *sql.Tx) error {
-		var gen int64
-		if err := q.QueryRow(v.sql(`SELECT generation FROM {t}_inodes WHERE id = ?`), ino).Scan(&gen); err != nil {
-			return err
-		}
-		dstOf := func(idx int64) ([]byte, int) {
-			start := idx * cs
-			lo, hi := max(start, off), min(start+cs, off+int64(len(p)))
-			return p[lo-off : hi-off], int(lo - start)
-		}
-		var missing []int64
-		for _, idx := range idxs {
-			dst, within := dstOf(idx)
-			stored, ok := v.reads.copyOut(dst, ino, idx, gen, within)
-			if !ok {
-				missing = append(missing, idx)
-				continue
-			}
-			if within+len(dst) > stored {
-				clear(dst[max(stored-within, 0):])
-			}
-		}
-		for len(missing) > 0 {
-			run := 1 // a run of consecutive chunks is one range query
-			for run < len(missing) && missing[run] == missing[run-1]+1 {
-				run++
-			}
-			// Rows come in index order; a chunk with no row is a hole,
-			// zeroed when the next row (or the end) shows it is missing.
-			next, last := missing[0], missing[run-1]
-			clearTo := func(end int64) {
-				for ; next < end; next++ {
-					dst, _ := dstOf(next)
-					clear(dst)
-				}
-			}
-			err := v.scanChunks(q, ino, next, last, func(idx int64, data []byte) error {
-				clearTo(idx)
-				next = idx + 1
-				dst, within := dstOf(idx)
-				copyChunk(dst, data, within)
-				if within > 0 || int64(within+len(dst)) < cs {
-					// Only part of the chunk was asked for: the rest is
-					// likely the next read's. A chunk read whole (the
-					// kernel's 1 MiB read-ahead) is not copied again.
-					v.reads.put(ino, idx, gen, data)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			clearTo(last + 1)
-			missing = missing[run:]
-		}
-		return nil
-	})
-}
-
-// writeAt writes p at off into dirty chunks. Chunks that the write only
-// partly covers start from their stored contents.
-func (oi *openInode) writeAt(v *Vault, p []byte, off int64) error {
-	if len(p) == 0 {
-		return nil
-	}
-	if err := v.cache.reserve(v, oi, chunksSpanned(oi.cs, off, len(p))); err != nil {
-		return err
-	}
-	oi.mu.Lock()
-	defer oi.mu.Unlock()
-	return oi.writeLocked(v, p, off)
-}
-
-// appendData writes p at the end of the file, choosing the offset under
-// the same lock as the write, and returns the offset.
-func (oi *openInode) appendData(v *Vault, p []byte) (int64, error) {
-	oi.mu.RLock()
-	estimate := oi.size
-	oi.mu.RUnlock()
-	if err := v.cache.reserve(v, oi, chunksSpanned(oi.cs, estimate, len(p))); err != nil {
-		return 0, err
-	}
-	oi.mu.Lock()
-	defer oi.mu.Unlock()
-	off := oi.size
-	return off, oi.writeLocked(v, p, off)
-}
-
-// chunksSpanned counts the chunks that n bytes at off touch.
-func chunksSpanned(cs, off int64, n int) int64 {
-	if n == 0 {
-		return 0
-	}
-	return (off+int64(n)-1)/cs - off/cs + 1
-}
-
-// writeLocked is writeAt with oi.mu held.
-func (oi *openInode) writeLocked(v *Vault, p []byte, off int64) error {
-	if len(p) == 0 {
-		return nil
-	}
-	end := off + int64(len(p))
-	for idx := off / oi.cs; idx*oi.cs < end; idx++ {
-		start := idx * oi.cs
-		lo, hi := max(start, off), min(start+oi.cs, end)
-		dc, err := oi.dirtyChunk(v, idx, lo, hi)
-		if err != nil {
-			return err
-		}
-		rel := int(lo - start)
-		if rel > dc.n {
-			clear(dc.buf[dc.n:rel])
-		}
-		copy(dc.buf[rel:], p[lo-off:hi-off])
-		dc.n = max(dc.n, int(hi-start))
-	}
-	oi.size = max(oi.size, end)
-	oi.touch()
-	return nil
-}
-
-// touch records a data change now; the times are committed with the data.
-func (oi *openInode) touch() {
-	now := time.Now().UnixNano()
-	oi.mtime, oi.ctime, oi.timesDirty = now, now, true
-	oi.timesSeq++
-	oi.meta.mtime = nil // a write after utimensat sets mtime again
-}
-
-// pending returns chunk idx's uncommitted contents, if any: a dirty copy,
-// or else one being committed.
-func (oi *openInode) pending(idx int64) *dirtyChunk {
-	if dc := oi.dirty[idx]; dc != nil {
-		return dc
-	}
-	return oi.flushing[idx]
-}
-
-// dirtyChunk returns chunk idx's dirty copy, creating it for a write of
-// [lo, hi). The stored contents are read only when the write leaves some
-// stored bytes of the chunk in place.
-func (oi *openInode) dirtyChunk(v *Vault, idx, lo, hi int64) (*dirtyChunk, error) {
-	if dc := oi.dirty[idx]; dc != nil {
-		return dc, nil
-	}
-	start := idx * oi.cs
-	dc := &dirtyChunk{buf: v.cache.chunkBuf(int(oi.cs))}
-	storedEnd := min(start+oi.cs, oi.stored)
-	if fc := oi.flushing[idx]; fc != nil {
-		// Being committed: write to a copy, which the next commit stores.
-		dc.n = copy(dc.buf, fc.buf[:fc.n])
-	} else if start < storedEnd && (lo > start || hi < storedEnd) {
-		err := v.view("write", "", func(q *sql.Tx) error {
-			return v.scanChunks(q, oi.ino, idx, idx, func(_ int64, data []byte) error {
-				dc.n = copy(dc.buf, data)
-				return nil
-			})
-		})
-		if err != nil {
-			v.cache.putChunkBuf(dc.buf)
-			return nil, err
-		}
-	}
-	if oi.dirty == nil {
-		oi.dirty = make(map[int64]*dirtyChunk)
-	}
-	oi.dirty[idx] = dc
-	v.cache.addDirty(oi.cs)
-	return dc, nil
-}
-
-// commit writes dirty chunks and the size and times in one transaction
-// and returns how many chunks it wrote. With fullOnly it writes only
-// chunks that are completely filled (the budget's early write-out, which
-// leaves partial chunks to grow). The chunks move to the flushing set
-// for the transaction, so writes and reads of the file go on meanwhile:
-// a write to a chunk being committed goes to a fresh copy.
-func (oi *openInode) commit(v *Vault, fullOnly bool) (int, error) {
-	oi.commitMu.Lock()
-	defer oi.commitMu.Unlock()
-	oi.mu.Lock()
-	batch := make(map[int64]*dirtyChunk)
-	for idx, dc := range oi.dirty {
-		if !fullOnly || int64(dc.n) == oi.cs {
-			batch[idx] = dc
-		}
-	}
-	if len(batch) == 0 && (fullOnly || (!oi.timesDirty && !oi.meta.set)) {
-		oi.mu.Unlock()
-		return 0, nil
-	}
-	for idx := range batch {
-		delete(oi.dirty, idx)
-	}
-	oi.flushing = batch
-	size, mtime, ctime, withTimes, seq := oi.size, oi.mtime, oi.ctime, oi.timesDirty && !fullOnly, oi.timesSeq
-	meta := oi.meta
-	withMeta := meta.set && !fullOnly
-	oi.mu.Unlock()
-
-	idxs := slices.Sorted(maps.Keys(batch))
-	var dataEnd, gen int64
-	err := v.update("write", "", func(t *tx) error {
-		dataEnd = 0
-		for _, idx := range idxs {
-			dc := batch[idx]
-			if err := t.putChunk(oi.ino, idx, dc.buf[:dc.n]); err != nil {
-				return err
-			}
-			dataEnd = max(dataEnd, idx*oi.cs+int64(dc.n))
-		}
-		var row *sql.Row
-		switch {
-		case fullOnly:
-			// Only part of the file is committed: grow the stored size to
-			// cover what was written, no further.
-			row = t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = max(size, ?), generation = generation + 1 WHERE id = ? RETURNING generation`),
-				min(size, dataEnd), oi.ino)
-		case withTimes:
-			row = t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?, mtime = ?, ctime = ?, generation = generation + 1 WHERE id = ? RETURNING generation`),
-				size, mtime, ctime, oi.ino)
-		default:
-			row = t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?, generation = generation + 1 WHERE id = ? RETURNING generation`), size, oi.ino)
-		}
-		if err := row.Scan(&gen); err != nil || !withMeta {
-			return err
-		}
-		// 2048 is S_ISUID, 1024 S_ISGID, 8 S_IXGRP.
-		_, err := t.Exec(v.sql(`UPDATE {t}_inodes SET
-			mode = coalesce(?1, CASE WHEN ?2 THEN mode & ~2048 & ~(CASE WHEN mode & 8 THEN 1024 ELSE 0 END) ELSE mode END),
-			uid = coalesce(?3, uid), gid = coalesce(?4, gid), atime = coalesce(?5, atime), mtime = coalesce(?6, mtime),
-			ctime = max(ctime, ?7) WHERE id = ?8`),
-			ptrVal(meta.mode, 07777), meta.dropPriv, ptrVal(meta.uid, ^uint32(0)), ptrVal(meta.gid, ^uint32(0)),
-			meta.atime, meta.mtime, meta.ctime, oi.ino)
-		return err
-	})
-
-	oi.mu.Lock()
-	defer oi.mu.Unlock()
-	oi.flushing = nil
-	for idx, dc := range batch {
-		if err != nil && oi.dirty[idx] == nil {
-			oi.dirty[idx] = dc // not committed: pending again
-			continue
-		}
-		v.cache.putChunkBuf(dc.buf)
-		v.cache.addDirty(-oi.cs)
-	}
-	if err != nil {
-		return 0, err
-	}
-	oi.stored = max(oi.stored, dataEnd)
-	oi.gen = gen
-	if withTimes && oi.timesSeq == seq {
-		oi.timesDirty = false
-	}
-	if withMeta && oi.meta.seq == meta.seq {
-		oi.meta = pendingMeta{seq: meta.seq}
-	}
-	v.reads.dropInode(oi.ino)
-	return len(batch), nil
-}
-
-// truncate sets the size, committing at once: dirty chunks past the new
-// end are dropped, the one it falls inside is cut, and stored rows past
-// it are deleted, so that growing the file again exposes zeros.
-func (oi *openInode) truncate(v *Vault, size int64) error {
-	oi.commitMu.Lock()
-	defer oi.commitMu.Unlock()
-	oi.mu.Lock()
-	defer oi.mu.Unlock()
-	for idx, dc := range oi.dirty {
-		start := idx * oi.cs
-		switch {
-		case start >= size:
-			v.cache.putChunkBuf(dc.buf)
-			delete(oi.dirty, idx)
-			v.cache.addDirty(-oi.cs)
-		case size-start < int64(dc.n):
-			clear(dc.buf[size-start : dc.n])
-			dc.n = int(size - start)
-		}
-	}
-	var gen int64
-	err := v.update("truncate", "", func(t *tx) error {
-		if err := t.truncateChunks(oi.ino, int(oi.cs), size); err != nil {
-			return err
-		}
-		return t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?1, mtime = ?2, ctime = ?2, generation = generation + 1 WHERE id = ?3 RETURNING generation`),
-			size, t.now, oi.ino).Scan(&gen)
-	})
-	if err != nil {
-		return err
-	}
-	oi.size = size
-	oi.stored = min(oi.stored, size)
-	oi.gen = gen
-	oi.timesDirty = false
-	v.reads.dropInode(oi.ino)
-	return nil
-}
-
 // merge overlays the in-process view (size and times not yet committed)
 // on an inode read from the database.
 func (oi *openInode) merge(in *Inode) {
@@ -629,9 +293,13 @@ func (oi *openInode) snapshot(v *Vault) (Inode, bool) {
 	return in, true
 }
 
-// mergeLocked is merge with oi.mu held.
+// mergeLocked is merge with oi.mu held. in is as stored, fresh from the
+// database: its size becomes this process's view of the stored size.
 func (oi *openInode) mergeLocked(in *Inode) {
-	in.Size = oi.size
+	if in.Generation >= oi.gen {
+		oi.stored.Store(in.Size)
+	}
+	in.Size = max(in.Size, oi.pendingEnd)
 	if oi.timesDirty {
 		in.Mtime, in.Ctime = oi.mtime, oi.ctime
 	}
@@ -663,11 +331,13 @@ func (oi *openInode) mergeLocked(in *Inode) {
 // any other chunk is a hole, and so is the end of the file.
 func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 	oi.mu.RLock()
-	defer oi.mu.RUnlock()
-	if off > oi.size || (off == oi.size && !hole) {
+	size := oi.sizeLocked()
+	if off > size || (off == size && !hole) {
+		oi.mu.RUnlock()
 		return 0, ErrNotFound
 	}
-	if off == oi.size {
+	if off == size {
+		oi.mu.RUnlock()
 		return off, nil
 	}
 	first := off / oi.cs
@@ -682,6 +352,7 @@ func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 			idxs = append(idxs, idx)
 		}
 	}
+	oi.mu.RUnlock() // never held while waiting for a connection
 	err := v.view("seek", "", func(q *sql.Tx) error {
 		rows, err := q.Query(v.sql(`SELECT idx FROM {t}_chunks WHERE inode = ? AND idx >= ? ORDER BY idx`), oi.ino, first)
 		if err != nil {
@@ -703,7 +374,7 @@ func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 	slices.Sort(idxs)
 	idxs = slices.Compact(idxs)
 	if !hole {
-		if len(idxs) == 0 || idxs[0]*oi.cs >= oi.size {
+		if len(idxs) == 0 || idxs[0]*oi.cs >= size {
 			return 0, ErrNotFound
 		}
 		return max(off, idxs[0]*oi.cs), nil
@@ -715,5 +386,10 @@ func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 		}
 		next++
 	}
-	return min(max(off, next*oi.cs), oi.size), nil
+	return min(max(off, next*oi.cs), size), nil
 }
+
+// sizeLocked is the size this process sees: the stored size as last
+// seen, or the end of the data written here if that is further.
+// oi.mu must be held.
+func (oi *openInode) sizeLocked() int64 { return max(oi.stored.Load(), oi.pendingEnd) }

@@ -39,14 +39,8 @@ func (v *Vault) Put(key string, value []byte) error {
 		}
 		// Make room in the budget as the write-out does: whole dirty
 		// chunks of open files first, then cached values, then the rest.
-		for !v.cache.roomFor(int64(len(key) + len(value))) {
-			progress, err := v.writeOutStep()
-			if err != nil {
-				return wrap("put", key, err)
-			}
-			if !progress {
-				break
-			}
+		// Failures stay with what failed to commit (see writeOutStep).
+		for !v.cache.roomFor(int64(len(key)+len(value))) && v.writeOutStep() {
 		}
 		if v.cache.record(key, bytes.Clone(value), false) {
 			_, err := v.FlushCache()

@@ -32,8 +32,10 @@ func (c *writeCache) addDirty(delta int64) {
 
 // reserve makes room for n new dirty chunks of oi before a write adds
 // them, starting a background write-out past the threshold and waiting
-// for it at the budget. A write-out error is returned to the writer that
-// finds it (the data stays dirty; close reports it again).
+// for it at the budget. A write-out that fails keeps the data dirty and
+// leaves its error with the inode it could not commit (takeOutErr), for
+// that file's writers; a writer is let through over the budget when the
+// last write-out could free nothing, so that no writer waits for good.
 func (c *writeCache) reserve(v *Vault, oi *openInode, n int64) error {
 	need := n * oi.cs
 	c.mu.Lock()
@@ -41,14 +43,9 @@ func (c *writeCache) reserve(v *Vault, oi *openInode, n int64) error {
 	for {
 		used, threshold, limit := c.limitsLocked()
 		if used+need > threshold && !c.outRunning {
-			if c.outErr != nil {
-				err := c.outErr
-				c.outErr = nil
-				return err
-			}
 			if c.outStuck && used+need > limit {
 				c.outStuck = false
-				return nil // nothing could be freed (one write bigger than the budget): let it through
+				return nil // nothing could be freed (one write bigger than the budget, or failing commits): let it through
 			}
 			c.outRunning, c.outStuck = true, false
 			go c.writeOut(v)
@@ -63,48 +60,51 @@ func (c *writeCache) reserve(v *Vault, oi *openInode, n int64) error {
 // writeOut commits pending data until usage is back under half the
 // threshold, or nothing more can be committed.
 func (c *writeCache) writeOut(v *Vault) {
-	var err error
 	progress := true
-	for progress && err == nil {
+	for progress {
 		c.mu.Lock()
 		used, threshold, _ := c.limitsLocked()
 		c.mu.Unlock()
 		if used <= threshold/2 {
 			break
 		}
-		progress, err = v.writeOutStep()
+		progress = v.writeOutStep()
 	}
 	c.mu.Lock()
-	c.outRunning, c.outStuck, c.outErr = false, !progress, err
+	c.outRunning, c.outStuck = false, !progress
 	c.room.Broadcast()
 	c.mu.Unlock()
 }
 
 // writeOutStep commits one kind of pending data, in order of preference,
-// and reports whether it committed anything.
-func (v *Vault) writeOutStep() (bool, error) {
+// and reports whether it committed anything. An open inode that fails to
+// commit keeps its data and the error (see takeOutErr); pending values
+// that fail stay pending, and the next FlushCache or Close reports why.
+func (v *Vault) writeOutStep() bool {
 	if v.closed.Load() {
-		return false, ErrClosed
+		return false
 	}
 	for _, fullOnly := range []bool{true, false} {
 		if !fullOnly {
-			if n, err := v.FlushCache(); n > 0 || err != nil {
-				return n > 0, err
+			if n, _ := v.FlushCache(); n > 0 {
+				return true
 			}
 		}
 		committed := 0
 		for _, oi := range v.files.all() {
 			n, err := oi.commit(v, fullOnly)
 			if err != nil {
-				return committed > 0, err
+				oi.mu.Lock()
+				oi.outErr = err
+				oi.mu.Unlock()
 			}
 			committed += n
 		}
 		if committed > 0 {
-			return true, nil
+			return true
 		}
 	}
-	return false, nil
+	return false
 }
 
 // waitWriteOut waits until no background write-out runs.
