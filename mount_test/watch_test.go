@@ -196,7 +196,7 @@ func (w *stressWatch) fire(stuck *stressWorker, age time.Duration) {
 		syscall.Kill(pid, syscall.SIGKILL)
 		dump := readFrom(logFile, before)
 		fmt.Fprintf(&full, "=== goroutines of pid %d (SIGQUIT) ===\n%s\n", pid, dump)
-		fmt.Fprintf(&sum, "pid %d goroutines:\n%s", pid, summarizeGoroutines(dump, 10))
+		fmt.Fprintf(&sum, "pid %d goroutines:\n%s", pid, summarizeGoroutines(dump, 14))
 	}
 	for _, fn := range unblock {
 		fn()
@@ -289,6 +289,9 @@ func summarizeGoroutines(dump string, n int) string {
 		}
 		if frame == "" {
 			frame = first
+		}
+		if strings.HasPrefix(frame, "runtime.") || strings.HasPrefix(frame, "created by") {
+			continue // the runtime's own goroutines (GC, finalizers)
 		}
 		frame = strings.TrimPrefix(frame, "github.com/kohakuvault/kvaultfs/")
 		counts["["+state+"] "+frame]++
