@@ -1,7 +1,6 @@
 package mount_test
 
 import (
-	"bufio"
 	"bytes"
 	"database/sql"
 	"fmt"
@@ -268,7 +267,6 @@ func TestCrashLoop(t *testing.T) {
 	m := &crashModel{src: genBytes(seed, crashSrcSize), keys: map[string]*crashState{}}
 	srcPath := filepath.Join(d.dir, "src.bin")
 	writeFile(t, srcPath, m.src, 0o644)
-	// The writers' busy timeout and retries outlast the other's commits.
 	var durableMax, flightTotal int
 	for round := range rounds {
 		mnt := mountDaemon(t, d, "--log", filepath.Join(d.dir, "daemon.log"))
@@ -288,7 +286,7 @@ func TestCrashLoop(t *testing.T) {
 			"SRCSIZE="+strconv.Itoa(crashSrcSize))
 		writers, stderrs = append(writers, c), append(stderrs, e)
 
-		time.Sleep(time.Duration(200+rng.IntN(1300)) * time.Millisecond)
+		time.Sleep(time.Duration(300+rng.IntN(2200)) * time.Millisecond)
 		killWriters := func() {
 			for _, c := range writers {
 				syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
@@ -359,16 +357,8 @@ func TestCrashLoop(t *testing.T) {
 			t.Fatalf("round %d failed (seed %d); the vault is in %s", round, seed, d.dir)
 		}
 	}
-	lines := 0
-	if f, err := os.Open(filepath.Join(d.dir, "daemon.log")); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			lines++
-		}
-		f.Close()
-	}
-	t.Logf("%d rounds: %d keys acknowledged and byte-exact after the last kill, %d operations caught in flight (old or new or partial as allowed); daemon log %d lines",
-		rounds, durableMax, flightTotal, lines)
+	t.Logf("%d rounds: %d keys acknowledged and byte-exact after the last kill, %d operations caught in flight (old or new or partial as allowed)",
+		rounds, durableMax, flightTotal)
 }
 
 // waitReaped waits until neither pid nor any process of the groups
