@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -71,8 +72,8 @@ const stressBusyTimeout = "60s"
 type stress struct {
 	t        *testing.T
 	watch    *stressWatch
-	deadline time.Time
-	stopFile string // created when the workers must stop (read by shell loops)
+	deadline atomic.Int64 // unix ns; moved by tests that run until their work is done
+	stopFile string       // created when the workers must stop (read by shell loops)
 	wg       sync.WaitGroup
 	seed     uint64
 
@@ -86,10 +87,10 @@ func newStress(t *testing.T) *stress {
 	s := &stress{
 		t:        t,
 		watch:    newStressWatch(t, stressStall()),
-		deadline: time.Now().Add(stressDuration()),
 		stopFile: filepath.Join(t.TempDir(), "stop"),
 		seed:     uint64(time.Now().UnixNano()),
 	}
+	s.deadline.Store(time.Now().Add(stressDuration()).UnixNano())
 	if v, err := strconv.ParseUint(os.Getenv("KVAULTFS_STRESS_SEED"), 10, 64); err == nil {
 		s.seed = v
 	}
@@ -124,7 +125,7 @@ func (s *stress) mount(d vaultDir, name string) *mounted {
 
 // running reports whether workers should go on.
 func (s *stress) running() bool {
-	return time.Now().Before(s.deadline) && !s.watch.Fired() && !s.t.Failed()
+	return time.Now().UnixNano() < s.deadline.Load() && !s.watch.Fired() && !s.t.Failed()
 }
 
 // errorf reports a worker's unexpected error, unless the watchdog fired
@@ -203,7 +204,7 @@ func (s *stress) shellLoop(name, body string, onLine func(string)) {
 // fails the test with the dump if the watchdog fired.
 func (s *stress) wait() {
 	s.t.Helper()
-	for time.Now().Before(s.deadline) && !s.watch.Fired() && !s.t.Failed() {
+	for time.Now().UnixNano() < s.deadline.Load() && !s.watch.Fired() && !s.t.Failed() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	os.WriteFile(s.stopFile, nil, 0o644)
@@ -955,15 +956,13 @@ func TestStressMountCommitsBesideLongReader(t *testing.T) {
 		})
 	}
 	// Run until both writers are done (the deadline alone may be short).
-	s.deadline = time.Now().Add(max(stressDuration(), 10*time.Minute))
+	s.deadline.Store(time.Now().Add(max(stressDuration(), 10*time.Minute)).UnixNano())
 	go func() {
 		for s.running() {
 			n := 0
 			written.Range(func(any, any) bool { n++; return true })
 			if n*(1<<20) >= total {
-				s.mu.Lock()
-				s.deadline = time.Now()
-				s.mu.Unlock()
+				s.deadline.Store(time.Now().UnixNano())
 				return
 			}
 			time.Sleep(50 * time.Millisecond)

@@ -71,7 +71,7 @@ type lstress struct {
 	t        *testing.T
 	db       string
 	stall    time.Duration
-	deadline time.Time
+	deadline atomic.Int64 // unix ns; moved by tests that run until their work is done
 	stopFile string
 	seed     uint64
 	wg       sync.WaitGroup
@@ -109,9 +109,10 @@ func newLStress(t *testing.T) *lstress {
 	dir := t.TempDir()
 	s := &lstress{
 		t: t, db: filepath.Join(dir, "stress.db"), stall: stressStall(),
-		deadline: time.Now().Add(stressDuration()), stopFile: filepath.Join(dir, "stop"),
-		seed: uint64(time.Now().UnixNano()), firedCh: make(chan struct{}), stop: make(chan struct{}),
+		stopFile: filepath.Join(dir, "stop"),
+		seed:     uint64(time.Now().UnixNano()), firedCh: make(chan struct{}), stop: make(chan struct{}),
 	}
+	s.deadline.Store(time.Now().Add(stressDuration()).UnixNano())
 	if v, err := strconv.ParseUint(os.Getenv("KVAULTFS_STRESS_SEED"), 10, 64); err == nil {
 		s.seed = v
 	}
@@ -142,7 +143,7 @@ func (s *lstress) vault() *Vault {
 }
 
 func (s *lstress) running() bool {
-	return time.Now().Before(s.deadline) && !s.fired.Load() && !s.t.Failed()
+	return time.Now().UnixNano() < s.deadline.Load() && !s.fired.Load() && !s.t.Failed()
 }
 
 func (s *lstress) errorf(format string, args ...any) {
@@ -872,14 +873,12 @@ func TestStressLibraryCommitsBesideLongReader(t *testing.T) {
 	s.mu.Unlock()
 	const perWriter = 80
 	var written atomic.Int64
-	s.deadline = time.Now().Add(10 * time.Minute) // until the writers are done
+	s.deadline.Store(time.Now().Add(10 * time.Minute).UnixNano()) // until the writers are done
 	for w := range 2 {
 		s.goLoop(fmt.Sprintf("put-%d", w), func(wk *lworker, rng *rand.Rand, i int) error {
 			if i >= perWriter {
 				if written.Load() >= 2*perWriter {
-					s.mu.Lock()
-					s.deadline = time.Now()
-					s.mu.Unlock()
+					s.deadline.Store(time.Now().UnixNano())
 				}
 				time.Sleep(10 * time.Millisecond)
 				return nil
