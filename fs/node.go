@@ -142,8 +142,10 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		ns := t.UnixNano()
 		a.Mtime = &ns
 	}
-	n.killPrivileges(in, &a)
-	res, err := n.fsys.v.SetAttr(n.ino(), a)
+	if err := n.killPrivileges(ctx, in, &a); err != nil {
+		return toErrno(err)
+	}
+	res, err := n.fsys.setAttr(n.ino(), a)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -152,17 +154,6 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	}
 	fillAttr(&res, &out.Attr)
 	return 0
-}
-
-// killPrivileges asks the vault to clear setuid, and setgid of a
-// group-executable file, where Linux does: on chown of a file, and on a
-// truncate the kernel marks (an unprivileged caller). With
-// HANDLE_KILLPRIV_V2 negotiated the kernel leaves this to the file
-// system, and in exchange stops asking for security.capability before
-// every write.
-func (n *node) killPrivileges(in *fuse.SetAttrIn, a *vault.SetAttr) {
-	chown := a.UID != nil || a.GID != nil
-	a.DropPrivileges = a.Mode == nil && (chown || in.Valid&fuse.FATTR_KILL_SUIDGID != 0)
 }
 
 // nameErrno refuses a name longer than the vault allows with
