@@ -138,7 +138,11 @@ func (v *Vault) update(op, key string, fn func(t *tx) error) error {
 	if err := v.checkOpen(); err != nil {
 		return wrap(op, key, err)
 	}
-	return wrap(op, key, v.retry(func() error { return v.updateOnce(fn) }))
+	err := v.retry(func() error { return v.updateOnce(fn) })
+	if v.checkpointAfterFull(err) { // see space.go
+		err = v.retry(func() error { return v.updateOnce(fn) })
+	}
+	return wrap(op, key, err)
 }
 
 // retry runs fn until it succeeds, fails with something other than
@@ -167,6 +171,9 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 	err = fn(t)
 	if err == nil {
 		err = t.applyTouches()
+	}
+	if err == nil {
+		err = v.roomFor(t)
 	}
 	if err != nil {
 		sqlTx.Rollback()
