@@ -175,7 +175,12 @@ func serve(s *mountSettings, ready *os.File) (err error) {
 	if err != nil {
 		return err
 	}
-	defer closeVault(v, &err)
+	served := false // then the vault is closed by finalClose
+	defer func() {
+		if !served {
+			closeVault(v, &err)
+		}
+	}()
 	// A soft limit near the cache budget keeps the daemon's footprint near
 	// what the budget promises (the database pages it maps are not heap);
 	// below it the collector may let garbage pile up (daemonGCPercent).
@@ -199,13 +204,60 @@ func serve(s *mountSettings, ready *os.File) (err error) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	// Signals stop serving while the mount is up, and after it give up
+	// the final Close (finalClose): one goroutine reads them, so that a
+	// signal goes to exactly one of the two.
+	done := make(chan struct{})
+	giveUp := make(chan os.Signal, 1)
 	go func() {
-		for range sigs {
-			stopServing(v, srv, s.mnt)
+		for sig := range sigs {
+			select {
+			case <-done:
+				select {
+				case giveUp <- sig:
+				default:
+				}
+			default:
+				stopServing(v, srv, s.mnt)
+			}
 		}
 	}()
 	srv.Wait()
-	return nil
+	served = true
+	close(done)
+	return finalClose(v, giveUp)
+}
+
+// closeRetry is how often finalClose tries again.
+const closeRetry = 5 * time.Second
+
+// finalClose closes the vault once the mount is gone. If data that open
+// files wrote could not be committed (a full disk, a lock held by
+// another process), Close fails and keeps the data: the daemon then
+// stays, says so, and tries again every closeRetry until it succeeds or
+// a signal on giveUp says to stop, which loses the data, and says that.
+func finalClose(v *vault.Vault, giveUp <-chan os.Signal) error {
+	for said := false; ; said = true {
+		err := v.Close()
+		if err == nil {
+			if said {
+				fmt.Fprintln(os.Stderr, "kvaultfs: close: done, everything is committed")
+			}
+			return nil
+		}
+		retryable := errors.Is(err, vault.ErrNoSpace) || errors.Is(err, vault.ErrBusy)
+		if !retryable {
+			return fmt.Errorf("%w; writes not yet committed are lost", err)
+		}
+		if !said {
+			fmt.Fprintf(os.Stderr, "kvaultfs: %v; the daemon keeps the data not yet committed and tries again every %v: free space on the disk, or send SIGTERM to give up and lose it\n", err, closeRetry)
+		}
+		select {
+		case <-giveUp:
+			return fmt.Errorf("%w; gave up on a signal: writes not yet committed are lost", err)
+		case <-time.After(closeRetry):
+		}
+	}
 }
 
 // stopServing commits everything pending and unmounts; if files are
