@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,8 +81,9 @@ func unmountCommand() *cli.Command {
 		Aliases:   []string{"umount"},
 		Usage:     "commit everything and unmount a mounted vault",
 		ArgsUsage: "MOUNTPOINT",
-		Description: "Fails while files on the mount are open, unless --lazy: then the mount\n" +
-			"is detached at once and the daemon exits when the last file is closed.\n" +
+		Description: "Fails while a process uses the mount (a file open on it, or a working\n" +
+			"directory inside it), naming the processes, unless --lazy: then the mount\n" +
+			"is detached at once and the daemon exits when the last user is gone.\n" +
 			"Waits for the daemon to finish writing the database.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "lazy", Usage: "detach now even if files are open"},
@@ -442,7 +444,7 @@ func runUnmount(ctx *cli.Context) error {
 	}
 	if err := syscall.Unmount(abs, flags); err != nil {
 		if errors.Is(err, syscall.EBUSY) {
-			return fmt.Errorf("%s is busy: files on it are open (close them, or use --lazy)", mnt)
+			return fmt.Errorf("%s is busy: %s (stop them, or use --lazy)", mnt, describeUsers(mountUsers(abs)))
 		}
 		args := []string{"-u", abs}
 		if flags != 0 {
@@ -515,4 +517,64 @@ func processAlive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// maxUsersShown bounds the processes an unmount refusal names.
+const maxUsersShown = 5
+
+// mountUser is a process that keeps a mount busy, and how.
+type mountUser struct {
+	pid  int
+	comm string
+	how  string // "working directory", "root directory" or "open file NAME"
+}
+
+// mountUsers finds processes whose working directory, root or open files
+// are inside mnt, from /proc. Reading the links does not enter the mount.
+func mountUsers(mnt string) []mountUser {
+	inside := func(p string) bool { return p == mnt || strings.HasPrefix(p, mnt+"/") }
+	entries, _ := os.ReadDir("/proc")
+	var users []mountUser
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		dir := filepath.Join("/proc", e.Name())
+		comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
+		u := mountUser{pid: pid, comm: strings.TrimSpace(string(comm))}
+		if p, err := os.Readlink(filepath.Join(dir, "cwd")); err == nil && inside(p) {
+			u.how = "working directory"
+		} else if p, err := os.Readlink(filepath.Join(dir, "root")); err == nil && inside(p) {
+			u.how = "root directory"
+		} else {
+			fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
+			for _, fd := range fds {
+				if p, err := os.Readlink(filepath.Join(dir, "fd", fd.Name())); err == nil && inside(p) {
+					u.how = "open file " + strings.TrimPrefix(strings.TrimPrefix(p, mnt), "/")
+					break
+				}
+			}
+		}
+		if u.how != "" {
+			users = append(users, u)
+		}
+	}
+	return users
+}
+
+// describeUsers says what keeps a mount busy, naming a few processes.
+func describeUsers(users []mountUser) string {
+	if len(users) == 0 {
+		return "a process uses it (an open file, or a working directory inside it)"
+	}
+	parts := make([]string, 0, maxUsersShown)
+	for i, u := range users {
+		if i == maxUsersShown {
+			parts = append(parts, fmt.Sprintf("and %d more", len(users)-i))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("pid %d (%s): %s", u.pid, u.comm, u.how))
+	}
+	return "in use by " + strings.Join(parts, "; ")
 }
