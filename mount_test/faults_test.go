@@ -258,3 +258,81 @@ func TestMountFinalCloseWaitsForSpace(t *testing.T) {
 		t.Fatalf("held after the daemon committed it: %d bytes, %v; want %d", len(got), err, len(data))
 	}
 }
+
+// TestMountReadOnlyDatabase mounts, without --read-only, a vault whose
+// file cannot be written (mode 0444 on a read-only file system, which
+// binds root too): reads work, every write fails with EROFS, and the
+// database file is unchanged.
+func TestMountReadOnlyDatabase(t *testing.T) {
+	needFUSE(t)
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "a read-only bind mount needs root")
+	}
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, ro := filepath.Join(dir, "src"), filepath.Join(dir, "ro")
+	for _, p := range []string{src, ro, filepath.Join(dir, "mnt")} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := vault.Open(filepath.Join(src, "vault.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := genBytes(11, 300<<10)
+	if err := v.Put("dir/a.bin", want); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(src, "vault.db"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(src, ro, "", unix.MS_BIND, ""); err != nil {
+		skipOrFail(t, fmt.Sprintf("bind mount: %v", err))
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(ro, 0); err != nil {
+			t.Errorf("unmount the read-only bind mount: %v (detaching it)", err)
+			unix.Unmount(ro, unix.MNT_DETACH)
+		}
+	})
+	if err := unix.Mount("", ro, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	d := vaultDir{dir: dir, db: filepath.Join(ro, "vault.db"), mnt: filepath.Join(dir, "mnt")}
+	before := readFile(t, d.db)
+	stBefore, _ := os.Stat(d.db)
+	m := mountDaemon(t, d)
+	if got := readFile(t, m.path("dir/a.bin")); !bytes.Equal(got, want) {
+		t.Fatalf("read through a mount of a read-only database: %d bytes, want %d", len(got), len(want))
+	}
+	p := m.path
+	writes := map[string]func() error{
+		"create":   func() error { return os.WriteFile(p("new"), []byte("x"), 0o644) },
+		"write":    func() error { return os.WriteFile(p("dir/a.bin"), []byte("x"), 0o644) },
+		"truncate": func() error { return os.Truncate(p("dir/a.bin"), 0) },
+		"unlink":   func() error { return os.Remove(p("dir/a.bin")) },
+		"mkdir":    func() error { return os.Mkdir(p("d2"), 0o755) },
+		"rename":   func() error { return os.Rename(p("dir/a.bin"), p("b.bin")) },
+		"chmod":    func() error { return os.Chmod(p("dir/a.bin"), 0o600) },
+		"setxattr": func() error { return unix.Setxattr(p("dir/a.bin"), "user.x", []byte("y"), 0) },
+	}
+	for name, fn := range writes {
+		if err := fn(); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s on a mount of a read-only database: %v, want EROFS", name, err)
+		}
+	}
+	m.unmount(t)
+	stAfter, _ := os.Stat(d.db)
+	if !bytes.Equal(readFile(t, d.db), before) || !stAfter.ModTime().Equal(stBefore.ModTime()) {
+		t.Error("a mount of a read-only database changed the file")
+	}
+	if r := runCmd("", kvaultfs, "put", d.db, "k", "/etc/hostname"); r.err == nil || !strings.Contains(r.stderr, "read-only") {
+		t.Errorf("put into a read-only database: exit %d, stderr %q; want a read-only error", r.code, r.stderr)
+	}
+}
