@@ -230,15 +230,22 @@ func serve(s *mountSettings, ready *os.File) (err error) {
 	return finalClose(v, giveUp)
 }
 
-// closeRetry is how often finalClose tries again.
-const closeRetry = 5 * time.Second
+// closeRetry is how often finalClose tries again, and closeWait how long
+// it keeps trying: the writers of the data were told already (their
+// close(2) or fsync(2) failed), and a shutdown must end.
+const (
+	closeRetry = 5 * time.Second
+	closeWait  = 2 * time.Minute
+)
 
 // finalClose closes the vault once the mount is gone. If data that open
 // files wrote could not be committed (a full disk, a lock held by
 // another process), Close fails and keeps the data: the daemon then
-// stays, says so, and tries again every closeRetry until it succeeds or
-// a signal on giveUp says to stop, which loses the data, and says that.
+// stays, says so, and tries again every closeRetry for up to closeWait,
+// or until a signal on giveUp says to stop; giving up loses the data,
+// and says that.
 func finalClose(v *vault.Vault, giveUp <-chan os.Signal) error {
+	deadline := time.After(closeWait)
 	for said := false; ; said = true {
 		err := v.Close()
 		if err == nil {
@@ -252,11 +259,13 @@ func finalClose(v *vault.Vault, giveUp <-chan os.Signal) error {
 			return fmt.Errorf("%w; writes not yet committed are lost", err)
 		}
 		if !said {
-			fmt.Fprintf(os.Stderr, "kvaultfs: %v; the daemon keeps the data not yet committed and tries again every %v: free space on the disk, or send SIGTERM to give up and lose it\n", err, closeRetry)
+			fmt.Fprintf(os.Stderr, "kvaultfs: %v; the daemon keeps the data not yet committed and tries again every %v for up to %v: free space on the disk, or send SIGTERM to give up and lose it\n", err, closeRetry, closeWait)
 		}
 		select {
 		case <-giveUp:
 			return fmt.Errorf("%w; gave up on a signal: writes not yet committed are lost", err)
+		case <-deadline:
+			return fmt.Errorf("%w; gave up after %v: writes not yet committed are lost", err, closeWait)
 		case <-time.After(closeRetry):
 		}
 	}
