@@ -200,3 +200,24 @@ func TestWriteFailsWhenPrivilegesStay(t *testing.T) {
 		t.Fatalf("mode after a write that cleared the bits: %o, %v; want 777", st.Mode&07777, err)
 	}
 }
+
+// TestWriteDropsSetgidOutsideGroup checks a write by a user outside the
+// file's group against tmpfs on Linux 6.18 (measured): set-group-ID goes
+// even without group execute, as it does for chown.
+func TestWriteDropsSetgidOutsideGroup(t *testing.T) {
+	mnt, _ := mountShared(t)
+	p := filepath.Join(mnt, "f")
+	if err := os.WriteFile(p, []byte("a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Chmod(p, 02646); err != nil {
+		t.Fatal(err)
+	}
+	if err := asNobody(t, "sh", "-c", "printf x >> "+p); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil || st.Mode&07777 != 0646 {
+		t.Fatalf("mode after a write by a user outside the group: %o, %v; want 646", st.Mode&07777, err)
+	}
+}
