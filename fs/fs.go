@@ -51,9 +51,6 @@ type FS struct {
 	v    *vault.Vault
 	opts Options
 
-	// setAttr is v.SetAttr; tests replace it to make it fail.
-	setAttr func(ino int64, a vault.SetAttr) (vault.Inode, error)
-
 	// xattrWrites counts Setxattr calls, so that a listing that began
 	// before one cannot mark its node as having no attributes.
 	xattrWrites atomic.Int64
@@ -78,7 +75,6 @@ func Mount(v *vault.Vault, mountpoint string, opts Options) (*Server, error) {
 		opts.AttrTimeout = DefaultAttrTimeout
 	}
 	fsys := &FS{v: v, opts: opts, watched: map[*node]bool{}, stop: make(chan struct{}), stopped: make(chan struct{})}
-	fsys.setAttr = v.SetAttr
 	root := &node{fsys: fsys}
 	timeout := opts.AttrTimeout
 	mo := fuse.MountOptions{

@@ -168,13 +168,14 @@ func TestWriteFailsWhenPrivilegesStay(t *testing.T) {
 		t.Fatal(err)
 	}
 	var failed atomic.Int32
-	setAttr := srv.fsys.setAttr
-	srv.fsys.setAttr = func(ino int64, a vault.SetAttr) (vault.Inode, error) {
+	hook := func(ino int64, a vault.SetAttr) (vault.Inode, error) {
 		if a.DropPrivileges && failed.Add(1) == 1 {
 			return vault.Inode{}, fmt.Errorf("injected: %w", vault.ErrBusy)
 		}
-		return setAttr(ino, a)
+		return srv.fsys.v.SetAttr(ino, a)
 	}
+	testSetAttr.Store(&hook)
+	t.Cleanup(func() { testSetAttr.Store(nil) })
 	if err := asNobody(t, "sh", "-c", "printf new >> "+p); err == nil {
 		t.Error("a write whose clearing of set-user-ID failed succeeded")
 	}

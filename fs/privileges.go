@@ -6,11 +6,24 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/kohakuvault/kvaultfs/vault"
 )
+
+// testSetAttr, when a test sets it, replaces Vault.SetAttr, to make it
+// fail.
+var testSetAttr atomic.Pointer[func(ino int64, a vault.SetAttr) (vault.Inode, error)]
+
+// setAttr is Vault.SetAttr, or what a test put in its place.
+func (fsys *FS) setAttr(ino int64, a vault.SetAttr) (vault.Inode, error) {
+	if f := testSetAttr.Load(); f != nil {
+		return (*f)(ino, a)
+	}
+	return fsys.v.SetAttr(ino, a)
+}
 
 // capFSETID is the capability that lets a process keep set-group-ID on a
 // file whose group it is not in (linux/capability.h).
