@@ -35,10 +35,6 @@ const shmRoom = 64 << 10
 // spaceHeadroom is the room kept for deletes and metadata changes.
 const spaceHeadroom = 2 << 20
 
-// spacePlenty is free space beyond which no transaction looks further:
-// the log is bounded well below it unless a reader stops checkpoints.
-const spacePlenty = 4 * walMaxBytes
-
 // diskFree returns the bytes an unprivileged writer may still use on the
 // disk holding path.
 func diskFree(path string) (int64, error) {
@@ -51,9 +47,11 @@ func diskFree(path string) (int64, error) {
 
 // roomFor runs inside a transaction that wrote t.data bytes of chunks,
 // before it commits, and fails with ErrNoSpace unless the disk can take
-// them and their checkpoint with spaceHeadroom to spare. Only on a
-// nearly full disk does it checkpoint (on the checkpointer's connection,
-// which copies only what is committed and never waits for this writer).
+// them and their checkpoint with spaceHeadroom to spare. It costs a
+// statfs and a stat; only when the disk has less room than the whole log
+// and twice the data does it checkpoint, on the checkpointer's connection
+// (PASSIVE: it copies only what is committed and never waits for this
+// writer), to count exactly.
 func (v *Vault) roomFor(t *tx) error {
 	if v.ckpt == nil || t.data == 0 {
 		return nil
@@ -62,31 +60,34 @@ func (v *Vault) roomFor(t *tx) error {
 	if err != nil {
 		return nil // cannot tell: let SQLite find out
 	}
-	need := 2*t.data + spaceHeadroom
-	if free >= need+spacePlenty {
+	var walSize int64
+	if st, err := os.Stat(v.path + "-wal"); err == nil {
+		walSize = st.Size()
+	}
+	// What the checkpoint still has to copy is at most the whole log:
+	// with room for that, nothing needs a closer look.
+	if free >= walSize+2*t.data+spaceHeadroom {
 		return nil
 	}
-	var busy, logFrames, copied int64
-	if err := v.ckpt.db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied); err != nil {
-		logFrames, copied = 0, 0 // another checkpoint runs; count on the free pages alone
-	}
+	page := int64(v.pageSize)
 	var freePages int64
 	if err := t.QueryRow("PRAGMA freelist_count").Scan(&freePages); err != nil {
 		return err
 	}
-	page := int64(v.pageSize)
 	// The checkpoint grows the database file by what is not yet copied
-	// and this transaction's data, less the free pages it reuses.
-	growth := max(0, (logFrames-copied)*page+t.data-freePages*page)
-	// The log grows by this transaction's pages past the end of the
-	// -wal file, after the logFrames frames committed. (With the log
-	// wholly copied, the commit may start it over from its beginning
-	// instead, but not if a reader still uses it: counting on that could
-	// spend the room the checkpoint needs.)
-	walGrowth := t.data
-	if st, err := os.Stat(v.path + "-wal"); err == nil {
-		walGrowth = max(0, t.data-max(0, st.Size()-32-logFrames*(page+24)))
-	}
+	// and this transaction's data, less the free pages it reuses. The log
+	// grows by this transaction's pages past the end of the -wal file,
+	// after the logFrames frames committed. (With the log wholly copied,
+	// the commit may start it over from its beginning instead, but not if
+	// a reader still uses it: counting on that could spend the room the
+	// checkpoint needs.)
+	pending, walGrowth := walSize, t.data
+	var busy, logFrames, copied int64
+	if err := v.ckpt.db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied); err == nil {
+		pending = (logFrames - copied) * page
+		walGrowth = max(0, t.data-max(0, walSize-32-logFrames*(page+24)))
+	} // else another checkpoint runs: count the whole log as pending
+	growth := max(0, pending+t.data-freePages*page)
 	if free, err = diskFree(v.path); err != nil {
 		return nil
 	}
