@@ -116,6 +116,8 @@ type tx struct {
 	seq   uint64   // this transaction's number in Vault.txSeq
 	after []func() // run once the transaction has committed
 	data  int64    // chunk bytes written, to estimate the WAL it adds
+	// lowSpace is set by roomFor when the disk is nearly full.
+	lowSpace bool
 	// touched are directories whose times the commit sets (see touch).
 	touched map[int64]bool
 	// dirs caches directories resolved by path during the transaction,
@@ -184,6 +186,9 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 	}
 	v.ckpt.note(t.data + txOverheadPages*int64(v.pageSize))
 	v.ckpt.bound()
+	if t.lowSpace {
+		v.afterLowCommit() // see space.go
+	}
 	for _, f := range t.after {
 		f()
 	}

@@ -81,7 +81,7 @@ func patterned(seed, n int) []byte {
 // while the disk is still full, the vault reopens while it is full, and
 // once space is freed the same Vault writes again, without a restart.
 func TestFullDisk(t *testing.T) {
-	dir := smallDisk(t, 48)
+	dir := smallDisk(t, 64)
 	db := filepath.Join(dir, "v.db")
 	filler := filepath.Join(dir, "filler")
 	// The ballast is what the user frees at the end.
@@ -98,6 +98,11 @@ func TestFullDisk(t *testing.T) {
 			v.Close()
 		}
 	}()
+	// A file of more chunks than one bounded delete transaction frees.
+	big := patterned(1000, (freeBatchChunks+64)*DefaultChunkSize)
+	if err := v.Put("big", big); err != nil {
+		t.Fatal(err)
+	}
 	const size = 3 << 20
 	var stored []string
 	var putErr error
@@ -111,7 +116,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("Put on a filling disk: %v, want ErrNoSpace", putErr)
 	}
 	if len(stored) < 4 {
-		t.Fatalf("only %d puts of 3 MiB fitted on a 48 MiB disk", len(stored))
+		t.Fatalf("only %d puts of 3 MiB fitted on a 64 MiB disk", len(stored))
 	}
 	free, err := diskFree(db)
 	if err != nil {
@@ -124,7 +129,7 @@ func TestFullDisk(t *testing.T) {
 			sizes = append(sizes, st.Size()>>10)
 		}
 	}
-	t.Logf("%d puts of 3 MiB fitted on 40 MiB; the vault left %d KiB free; database, -wal and -shm: %v KiB", len(stored), free>>10, sizes)
+	t.Logf("%d puts of 3 MiB fitted on 56 MiB besides a big file; the vault left %d KiB free; database, -wal and -shm: %v KiB", len(stored), free>>10, sizes)
 	if free < shmRoom {
 		t.Errorf("the vault's writes left %d bytes free, less than the %d its reopening needs", free, shmRoom)
 	}
@@ -160,13 +165,20 @@ func TestFullDisk(t *testing.T) {
 	}
 	stored = stored[1:]
 
-	// Another program takes the last byte: deleting still works, in the
-	// log's own space, and Close does not fail for the checkpoint.
+	// Another program takes the last byte: deleting a big file still
+	// works, in the room reserved past the log's end, and Close does not
+	// fail for the checkpoint.
 	fillDisk(t, filler, 0)
-	if err := v.Delete(stored[0]); err != nil {
-		t.Fatalf("Delete on a disk full to the last byte: %v", err)
+	if got, err := v.Get("big"); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("big on the full disk: %d bytes, %v", len(got), err)
 	}
-	stored = stored[1:]
+	if err := v.Delete("big"); err != nil {
+		t.Fatalf("Delete of a big file on a disk full to the last byte: %v", err)
+	}
+	var left int64
+	if err := v.r.QueryRow(v.sql(`SELECT count(*) FROM {t}_chunks`)).Scan(&left); err != nil || left != int64(len(stored))*size/DefaultChunkSize {
+		t.Fatalf("%d chunk rows after deleting big (%v), want %d: its chunks were not all freed", left, err, int64(len(stored))*size/DefaultChunkSize)
+	}
 	if err := v.Put("more", []byte("x")); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Put on a disk full to the last byte: %v, want ErrNoSpace", err)
 	}

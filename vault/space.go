@@ -91,6 +91,7 @@ func (v *Vault) roomFor(t *tx) error {
 	if free, err = diskFree(v.path); err != nil {
 		return nil
 	}
+	t.lowSpace = true
 	if free < growth+walGrowth+spaceHeadroom {
 		return fmt.Errorf("%w: %d bytes free on the disk, this write needs %d and keeps %d for deletes", ErrNoSpace, free, growth+walGrowth, spaceHeadroom)
 	}
@@ -111,5 +112,32 @@ func (v *Vault) checkpointAfterFull(err error) bool {
 	if cerr := v.ckpt.db.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &copied); cerr != nil {
 		return false
 	}
+	v.reserveLog()
 	return busy == 0
+}
+
+// afterLowCommit runs after a transaction that roomFor found the disk
+// nearly full for: it copies the log at once, so that little stays for
+// a checkpoint that another program could take the room of, and keeps
+// spaceHeadroom reserved past the log's end (reserveLog).
+func (v *Vault) afterLowCommit() {
+	v.ckpt.checkpoint()
+	v.reserveLog()
+}
+
+// reserveLog allocates spaceHeadroom of disk past the end of the -wal
+// file without changing its size or contents (FALLOC_FL_KEEP_SIZE), so
+// that the next transactions' frames, which SQLite appends there, find
+// room even if another program fills the disk to the last byte: a delete
+// then still commits. Safe beside any other connection, since nothing
+// SQLite reads changes. File systems without fallocate just do without.
+func (v *Vault) reserveLog() {
+	f, err := os.OpenFile(v.path+"-wal", os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil {
+		unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, st.Size(), spaceHeadroom)
+	}
 }

@@ -80,6 +80,9 @@ func Open(path string, opts *Options) (*Vault, error) {
 		}
 		return nil, wrap("open", path, err)
 	}
+	if v.ckpt != nil {
+		v.reserveLog() // room for deletes on a full disk (space.go)
+	}
 	return v, nil
 }
 
