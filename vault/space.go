@@ -23,9 +23,16 @@ import (
 // spaceHeadroom more, which deletes and metadata changes may use: they
 // add no data, and the pages they free need no room when checkpointed.
 // A write that finds no room fails with ErrNoSpace and changes nothing.
-// And a write that fails with a full disk all the same (another program
-// took the space) checkpoints and tries once more: with the log copied
-// it starts over within the -wal file's own space.
+// A write that fails with a full disk all the same (another program took
+// the space) checkpoints, truncating the log to give its space back, and
+// tries once more. And spaceHeadroom stays allocated past the end of the
+// -wal file (reserveLog), so that a delete finds room for its frames
+// even on a disk that another program filled to the last byte.
+//
+// What this costs: a statfs and a stat per transaction that adds data;
+// on a nearly full disk, a checkpoint per such transaction; 2 MiB of
+// disk held by the -wal file (du shows it). What it cannot do: SQLite
+// needs shmRoom free to open a WAL database at all (its -shm index).
 
 // shmRoom is the room a WAL database needs on the disk to be opened by
 // its first connection, which truncates the -shm index and grows it again
