@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,8 +81,49 @@ func patterned(seed, n int) []byte {
 // ErrNoSpace, every Put that succeeded reads back whole, a Delete works
 // while the disk is still full, the vault reopens while it is full, and
 // once space is freed the same Vault writes again, without a restart.
-func TestFullDisk(t *testing.T) {
-	dir := smallDisk(t, 64)
+func TestFullDisk(t *testing.T) { fullDisk(t, smallDisk(t, 64)) }
+
+// TestFullDiskExt4 is TestFullDisk on a loop-mounted ext4 file system,
+// whose blocks reserved for root, extents and journal differ from tmpfs.
+func TestFullDiskExt4(t *testing.T) { fullDisk(t, smallExt4(t, 80)) }
+
+// smallExt4 makes an ext4 file system of size MiB in a file, mounts it
+// with a loop device, and unmounts it (freeing the loop device) when the
+// test ends, even if it fails.
+func smallExt4(t *testing.T, size int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "a loop mount needs root")
+	}
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		skipOrFail(t, "mkfs.ext4 not installed (apt-get install e2fsprogs)")
+	}
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, int64(size)<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		skipOrFail(t, fmt.Sprintf("mount -o loop: %v: %s", err, out))
+	}
+	t.Cleanup(func() {
+		// The loop device of mount -o loop is freed with the unmount.
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s (detaching it)", dir, err, out)
+			exec.Command("umount", "-l", dir).Run()
+		}
+	})
+	return dir
+}
+
+func fullDisk(t *testing.T, dir string) {
 	db := filepath.Join(dir, "v.db")
 	filler := filepath.Join(dir, "filler")
 	// The ballast is what the user frees at the end.
@@ -129,7 +171,7 @@ func TestFullDisk(t *testing.T) {
 			sizes = append(sizes, st.Size()>>10)
 		}
 	}
-	t.Logf("%d puts of 3 MiB fitted on 56 MiB besides a big file; the vault left %d KiB free; database, -wal and -shm: %v KiB", len(stored), free>>10, sizes)
+	t.Logf("%d puts of 3 MiB fitted besides a big file and the ballast; the vault left %d KiB free; database, -wal and -shm: %v KiB", len(stored), free>>10, sizes)
 	if free < shmRoom {
 		t.Errorf("the vault's writes left %d bytes free, less than the %d its reopening needs", free, shmRoom)
 	}
