@@ -85,7 +85,7 @@ func TestChownClearsPrivilegesOfEveryKind(t *testing.T) {
 		}
 		return st.Mode & 07777
 	}
-	make := func(p string, kind, perm uint32, uid, gid int) {
+	mknod := func(p string, kind, perm uint32, uid, gid int) {
 		t.Helper()
 		if err := syscall.Mknod(p, kind|0o600, 0); err != nil {
 			t.Fatal(err)
@@ -114,7 +114,7 @@ func TestChownClearsPrivilegesOfEveryKind(t *testing.T) {
 	for kname, kind := range kinds {
 		for _, c := range cases {
 			p := filepath.Join(mnt, kname+"-"+c.name)
-			make(p, kind, c.perm, 65534, c.fileGID)
+			mknod(p, kind, c.perm, 65534, c.fileGID)
 			if got := mode(p); got != c.perm {
 				t.Fatalf("%s: mode %o after chmod, want %o", p, got, c.perm)
 			}
