@@ -23,8 +23,8 @@ type handle struct {
 	f        *vault.File
 	writable bool
 	append   bool
-	// privChecked is set after the first write has cleared setuid and
-	// setgid bits, as a write by an unprivileged user must.
+	// privChecked is set once a write has cleared setuid and setgid
+	// bits, as a write by an unprivileged user must (dropPrivileges).
 	privChecked atomic.Bool
 }
 
@@ -92,7 +92,9 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 // Write writes into the vault's dirty chunks; with O_APPEND the data
 // goes to the current end of the file, whatever offset the kernel chose.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	h.dropPrivileges(ctx)
+	if err := h.dropPrivileges(ctx); err != nil {
+		return 0, toErrno(err)
+	}
 	var err error
 	if h.append {
 		_, _, err = h.f.Append(data)
@@ -103,19 +105,6 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		return 0, toErrno(err)
 	}
 	return uint32(len(data)), 0
-}
-
-// dropPrivileges clears the setuid bit, and the setgid bit of a
-// group-executable file, on the first write by a user other than root
-// (with HANDLE_KILLPRIV_V2 the kernel leaves this to us). The change
-// waits with the file's data for its commit.
-func (h *handle) dropPrivileges(ctx context.Context) {
-	if h.privChecked.Swap(true) {
-		return
-	}
-	if uid, _ := caller(ctx); uid != 0 {
-		h.n.fsys.v.SetAttr(h.n.ino(), vault.SetAttr{DropPrivileges: true})
-	}
 }
 
 // Flush commits the handle's inode's dirty data. It runs at every

@@ -142,8 +142,10 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		ns := t.UnixNano()
 		a.Mtime = &ns
 	}
-	n.killPrivileges(in, &a)
-	res, err := n.fsys.v.SetAttr(n.ino(), a)
+	if err := n.killPrivileges(ctx, in, &a); err != nil {
+		return toErrno(err)
+	}
+	res, err := n.fsys.setAttr(n.ino(), a)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -154,19 +156,25 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	return 0
 }
 
-// killPrivileges asks the vault to clear setuid, and setgid of a
-// group-executable file, where Linux does: on chown of a file, and on a
-// truncate the kernel marks (an unprivileged caller). With
-// HANDLE_KILLPRIV_V2 negotiated the kernel leaves this to the file
-// system, and in exchange stops asking for security.capability before
-// every write.
-func (n *node) killPrivileges(in *fuse.SetAttrIn, a *vault.SetAttr) {
-	chown := a.UID != nil || a.GID != nil
-	a.DropPrivileges = a.Mode == nil && (chown || in.Valid&fuse.FATTR_KILL_SUIDGID != 0)
+// nameErrno refuses a name longer than the vault allows with
+// ENAMETOOLONG before anything is looked up, as local file systems do:
+// a lookup that answered ENOENT would make chmod, unlink, rename and the
+// rest report a missing file instead of an impossible name. The kernel
+// passes names of up to 1024 bytes (FUSE_NAME_MAX) to the daemon.
+func nameErrno(names ...string) syscall.Errno {
+	for _, name := range names {
+		if len(name) > vault.MaxNameLen {
+			return syscall.ENAMETOOLONG
+		}
+	}
+	return 0
 }
 
 // Lookup finds a child by name.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := nameErrno(name); errno != 0 {
+		return nil, errno
+	}
 	in, err := n.fsys.v.Lookup(n.ino(), name)
 	if err != nil {
 		return nil, toErrno(err)
@@ -176,6 +184,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 
 // Mkdir creates a directory owned by the caller.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := nameErrno(name); errno != 0 {
+		return nil, errno
+	}
 	uid, gid := caller(ctx)
 	in, err := n.fsys.v.Mkdir(n.ino(), name, mode&07777, uid, gid)
 	if err != nil {
@@ -186,6 +197,9 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 
 // Mknod creates a regular file, FIFO, socket or device node.
 func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := nameErrno(name); errno != 0 {
+		return nil, errno
+	}
 	kind, ok := kindOf(mode)
 	if !ok {
 		return nil, syscall.EINVAL
@@ -202,6 +216,9 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 // name exists (made by another process since the kernel's last lookup)
 // and O_EXCL is not set, the existing file is opened, as open(2) would.
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := nameErrno(name); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	uid, gid := caller(ctx)
 	f, in, err := n.fsys.v.CreateFile(n.ino(), name, mode&07777, uid, gid, openFlags(flags))
 	if errors.Is(err, vault.ErrExists) && flags&syscall.O_EXCL == 0 {
@@ -224,6 +241,9 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 
 // Symlink creates a symbolic link owned by the caller.
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := nameErrno(name); errno != 0 {
+		return nil, errno
+	}
 	uid, gid := caller(ctx)
 	in, err := n.fsys.v.Symlink(n.ino(), name, target, uid, gid)
 	if err != nil {
@@ -246,6 +266,9 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 
 // Link adds a hard link to target.
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := nameErrno(name); errno != 0 {
+		return nil, errno
+	}
 	in, err := n.fsys.v.Link(int64(target.EmbeddedInode().StableAttr().Ino), n.ino(), name)
 	if err != nil {
 		return nil, toErrno(err)
@@ -255,11 +278,17 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 // Unlink removes a name; an open file stays readable until closed.
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if errno := nameErrno(name); errno != 0 {
+		return errno
+	}
 	return toErrno(n.fsys.v.Unlink(n.ino(), name))
 }
 
 // Rmdir removes an empty directory.
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if errno := nameErrno(name); errno != 0 {
+		return errno
+	}
 	return toErrno(n.fsys.v.Rmdir(n.ino(), name))
 }
 
@@ -269,6 +298,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	const supported = uint32(vault.RenameNoReplace | vault.RenameExchange)
 	if flags&^supported != 0 {
 		return syscall.EINVAL
+	}
+	if errno := nameErrno(name, newName); errno != 0 {
+		return errno
 	}
 	dst := int64(newParent.EmbeddedInode().StableAttr().Ino)
 	return toErrno(n.fsys.v.RenameEntry(n.ino(), name, dst, newName, vault.RenameFlags(flags)))

@@ -116,6 +116,8 @@ type tx struct {
 	seq   uint64   // this transaction's number in Vault.txSeq
 	after []func() // run once the transaction has committed
 	data  int64    // chunk bytes written, to estimate the WAL it adds
+	// lowSpace is set by roomFor when the disk is nearly full.
+	lowSpace bool
 	// touched are directories whose times the commit sets (see touch).
 	touched map[int64]bool
 	// dirs caches directories resolved by path during the transaction,
@@ -138,7 +140,11 @@ func (v *Vault) update(op, key string, fn func(t *tx) error) error {
 	if err := v.checkOpen(); err != nil {
 		return wrap(op, key, err)
 	}
-	return wrap(op, key, v.retry(func() error { return v.updateOnce(fn) }))
+	err := v.retry(func() error { return v.updateOnce(fn) })
+	if v.checkpointAfterFull(err) { // see space.go
+		err = v.retry(func() error { return v.updateOnce(fn) })
+	}
+	return wrap(op, key, err)
 }
 
 // retry runs fn until it succeeds, fails with something other than
@@ -168,6 +174,9 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 	if err == nil {
 		err = t.applyTouches()
 	}
+	if err == nil {
+		err = v.roomFor(t)
+	}
 	if err != nil {
 		sqlTx.Rollback()
 		return err
@@ -177,6 +186,9 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 	}
 	v.ckpt.note(t.data + txOverheadPages*int64(v.pageSize))
 	v.ckpt.bound()
+	if t.lowSpace {
+		v.afterLowCommit() // see space.go
+	}
 	for _, f := range t.after {
 		f()
 	}

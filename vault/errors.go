@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"syscall"
 
 	"github.com/mattn/go-sqlite3"
 )
@@ -122,6 +123,11 @@ func classify(err error) error {
 		kind = ErrBusy
 	case sqlite3.ErrFull:
 		kind = ErrNoSpace
+	case sqlite3.ErrIoErr:
+		if se.SystemErrno != syscall.ENOSPC && se.SystemErrno != syscall.EDQUOT {
+			return err
+		}
+		kind = ErrNoSpace // growing the -shm index or a truncate failed
 	case sqlite3.ErrReadonly:
 		kind = ErrReadOnly
 	case sqlite3.ErrCorrupt:

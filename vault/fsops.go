@@ -434,8 +434,8 @@ type SetAttr struct {
 	Atime *int64 // ns since the epoch
 	Mtime *int64
 	// DropPrivileges clears setuid, and setgid if the group may execute,
-	// of a regular file (when Mode is nil), as chown(2) and a truncate by
-	// an unprivileged user do.
+	// of anything but a directory (when Mode is nil), as chown(2) and a
+	// truncate by an unprivileged user do.
 	DropPrivileges bool
 }
 
@@ -493,9 +493,9 @@ func (v *Vault) setMeta(ino int64, a SetAttr, oi *openInode) (Inode, error) {
 	}
 	var in Inode
 	err := v.update("setattr", "", func(t *tx) error {
-		// 2048 is S_ISUID, 1024 S_ISGID, 8 S_IXGRP; kind 1 a regular file.
+		// 2048 is S_ISUID, 1024 S_ISGID, 8 S_IXGRP; kind 2 a directory.
 		err := scanInode(t.QueryRow(v.sql(`UPDATE {t}_inodes SET
-			mode = coalesce(?1, CASE WHEN ?2 AND kind = 1 THEN mode & ~2048 & ~(CASE WHEN mode & 8 THEN 1024 ELSE 0 END) ELSE mode END),
+			mode = coalesce(?1, CASE WHEN ?2 AND kind <> 2 THEN mode & ~2048 & ~(CASE WHEN mode & 8 THEN 1024 ELSE 0 END) ELSE mode END),
 			uid = coalesce(?3, uid), gid = coalesce(?4, gid), atime = coalesce(?5, atime), mtime = coalesce(?6, mtime), ctime = ?7
 			WHERE id = ?8 RETURNING `+inodeColumns),
 			ptrVal(a.Mode, 07777), a.DropPrivileges, ptrVal(a.UID, ^uint32(0)), ptrVal(a.GID, ^uint32(0)), a.Atime, a.Mtime, t.now, ino), &in)

@@ -133,6 +133,9 @@ func inspect(db *sql.DB, table string) (fileState, error) {
 	case errors.Is(err, sql.ErrNoRows):
 		st.hasVault = true // a meta table without a version: a crash during creation
 	case strings.Contains(err.Error(), "no such table"):
+	case strings.Contains(err.Error(), "no such column"):
+		// Another program's table of the same name: never touched.
+		return st, fmt.Errorf("%w: not a vault: the file has a table %s_meta without a vault's columns (another program's?); a vault of another name can share the file (option Table, --table)", ErrInvalidArgument, table)
 	default:
 		return st, err
 	}

@@ -286,7 +286,10 @@ func (v *Vault) collectOrphans() error {
 			}
 			return nil
 		})
-		if err != nil {
+		// Cleaning up is not needed to open the vault: on a full disk
+		// it waits for the next Open, so that the vault still opens and
+		// files can be deleted to free space.
+		if err != nil && !errors.Is(err, ErrNoSpace) {
 			return err
 		}
 	}

@@ -73,7 +73,15 @@ func Open(path string, opts *Options) (*Vault, error) {
 	v.reads.init(readCacheBytes)
 	if err := v.open(); err != nil {
 		v.closePools()
+		if c := classify(err); errors.Is(c, ErrNoSpace) {
+			// Reads and deletes work on a full disk, but SQLite cannot
+			// open a WAL database without room for its index (-shm).
+			err = fmt.Errorf("%w; opening needs about %d KiB free next to the database for SQLite's shared-memory index: free some space", c, shmRoom>>10)
+		}
 		return nil, wrap("open", path, err)
+	}
+	if v.ckpt != nil {
+		v.reserveLog() // room for deletes on a full disk (space.go)
 	}
 	return v, nil
 }
@@ -338,8 +346,10 @@ func (v *Vault) Close() error {
 	v.ckpt = nil
 	if v.w != nil && v.wal {
 		// Busy means another process still has the file open: it will
-		// checkpoint when it closes.
-		if _, cerr := v.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); cerr != nil && !isBusy(cerr) && err == nil {
+		// checkpoint when it closes. A full disk leaves everything
+		// committed in the WAL, where the next open finds it: not a
+		// failure of Close.
+		if _, cerr := v.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); cerr != nil && !isBusy(cerr) && !errors.Is(classify(cerr), ErrNoSpace) && err == nil {
 			err = cerr
 		}
 	}

@@ -807,3 +807,47 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyTruncated checks that a database file cut short is damage
+// that verify found (exit 1), not a command that could not run (exit 2).
+func TestVerifyTruncated(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "v.db")
+	mustOK(t, kv(t, bytes.NewReader(randomBytes(1<<20, 7)), "put", db, "k"), "put")
+	st, err := os.Stat(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(db, st.Size()/3); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, kv(t, nil, "verify", db), 1, "corrupt", "verify of a truncated vault")
+}
+
+// TestForeignMetaTable opens a database of another program that has a
+// table named like the vault's meta table: every command says it is not
+// a vault, and nothing is written.
+func TestForeignMetaTable(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "other.db")
+	sdb, err := sql.Open("sqlite3", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sdb.Exec(`CREATE TABLE kvault_meta(k TEXT, v TEXT); INSERT INTO kvault_meta VALUES ('a', 'b')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := sdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, kv(t, nil, "ls", db), 1, "not a vault", "ls of another program's database")
+	mustFail(t, kv(t, strings.NewReader("x"), "put", db, "k"), 1, "not a vault", "put into another program's database")
+	mustFail(t, kv(t, nil, "verify", db), 2, "not a vault", "verify of another program's database")
+	if after, _ := os.ReadFile(db); !bytes.Equal(before, after) {
+		t.Error("commands changed another program's database")
+	}
+}

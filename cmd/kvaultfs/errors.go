@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/kohakuvault/kvaultfs/vault"
 	"github.com/urfave/cli/v2"
 )
 
@@ -16,6 +17,16 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 )
+
+// verifyCode is verify's exit code for an error that stopped the check:
+// a database SQLite finds malformed (a file cut short, say) is damage
+// found, exitFailure; anything else means the check could not run.
+func verifyCode(err error) int {
+	if errors.Is(err, vault.ErrCorrupt) {
+		return exitFailure
+	}
+	return exitUsage
+}
 
 // exitError carries the exit code an error should end the process with.
 type exitError struct {

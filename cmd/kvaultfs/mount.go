@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,8 +81,9 @@ func unmountCommand() *cli.Command {
 		Aliases:   []string{"umount"},
 		Usage:     "commit everything and unmount a mounted vault",
 		ArgsUsage: "MOUNTPOINT",
-		Description: "Fails while files on the mount are open, unless --lazy: then the mount\n" +
-			"is detached at once and the daemon exits when the last file is closed.\n" +
+		Description: "Fails while a process uses the mount (a file open on it, or a working\n" +
+			"directory inside it), naming the processes, unless --lazy: then the mount\n" +
+			"is detached at once and the daemon exits when the last user is gone.\n" +
 			"Waits for the daemon to finish writing the database.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "lazy", Usage: "detach now even if files are open"},
@@ -175,7 +177,12 @@ func serve(s *mountSettings, ready *os.File) (err error) {
 	if err != nil {
 		return err
 	}
-	defer closeVault(v, &err)
+	served := false // then the vault is closed by finalClose
+	defer func() {
+		if !served {
+			closeVault(v, &err)
+		}
+	}()
 	// A soft limit near the cache budget keeps the daemon's footprint near
 	// what the budget promises (the database pages it maps are not heap);
 	// below it the collector may let garbage pile up (daemonGCPercent).
@@ -199,13 +206,69 @@ func serve(s *mountSettings, ready *os.File) (err error) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	// Signals stop serving while the mount is up, and after it give up
+	// the final Close (finalClose): one goroutine reads them, so that a
+	// signal goes to exactly one of the two.
+	done := make(chan struct{})
+	giveUp := make(chan os.Signal, 1)
 	go func() {
-		for range sigs {
-			stopServing(v, srv, s.mnt)
+		for sig := range sigs {
+			select {
+			case <-done:
+				select {
+				case giveUp <- sig:
+				default:
+				}
+			default:
+				stopServing(v, srv, s.mnt)
+			}
 		}
 	}()
 	srv.Wait()
-	return nil
+	served = true
+	close(done)
+	return finalClose(v, giveUp)
+}
+
+// closeRetry is how often finalClose tries again, and closeWait how long
+// it keeps trying: the writers of the data were told already (their
+// close(2) or fsync(2) failed), and a shutdown must end.
+const (
+	closeRetry = 5 * time.Second
+	closeWait  = 2 * time.Minute
+)
+
+// finalClose closes the vault once the mount is gone. If data that open
+// files wrote could not be committed (a full disk, a lock held by
+// another process), Close fails and keeps the data: the daemon then
+// stays, says so, and tries again every closeRetry for up to closeWait,
+// or until a signal on giveUp says to stop; giving up loses the data,
+// and says that.
+func finalClose(v *vault.Vault, giveUp <-chan os.Signal) error {
+	deadline := time.After(closeWait)
+	for said := false; ; said = true {
+		err := v.Close()
+		if err == nil {
+			if said {
+				fmt.Fprintln(os.Stderr, "kvaultfs: close: done, everything is committed")
+			}
+			return nil
+		}
+		retryable := errors.Is(err, vault.ErrNoSpace) || errors.Is(err, vault.ErrBusy)
+		if !retryable {
+			return fmt.Errorf("%w; writes not yet committed are lost", err)
+		}
+		if !said {
+			fmt.Fprintf(os.Stderr, "kvaultfs: %v; the daemon keeps the data not yet committed and tries again every %v for up to %v: free space on the disk, or send SIGTERM to give up and lose it\n", err, closeRetry, closeWait)
+		}
+		select {
+		case <-giveUp:
+			return fmt.Errorf("%w; gave up on a signal: writes not yet committed are lost", err)
+		case <-deadline:
+			return fmt.Errorf("%w; gave up after %v: writes not yet committed are lost", err, closeWait)
+		case <-time.After(closeRetry):
+		}
+	}
 }
 
 // stopServing commits everything pending and unmounts; if files are
@@ -390,7 +453,7 @@ func runUnmount(ctx *cli.Context) error {
 	}
 	if err := syscall.Unmount(abs, flags); err != nil {
 		if errors.Is(err, syscall.EBUSY) {
-			return fmt.Errorf("%s is busy: files on it are open (close them, or use --lazy)", mnt)
+			return fmt.Errorf("%s is busy: %s (stop them, or use --lazy)", mnt, describeUsers(mountUsers(abs)))
 		}
 		args := []string{"-u", abs}
 		if flags != 0 {
@@ -463,4 +526,64 @@ func processAlive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+// maxUsersShown bounds the processes an unmount refusal names.
+const maxUsersShown = 5
+
+// mountUser is a process that keeps a mount busy, and how.
+type mountUser struct {
+	pid  int
+	comm string
+	how  string // "working directory", "root directory" or "open file NAME"
+}
+
+// mountUsers finds processes whose working directory, root or open files
+// are inside mnt, from /proc. Reading the links does not enter the mount.
+func mountUsers(mnt string) []mountUser {
+	inside := func(p string) bool { return p == mnt || strings.HasPrefix(p, mnt+"/") }
+	entries, _ := os.ReadDir("/proc")
+	var users []mountUser
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		dir := filepath.Join("/proc", e.Name())
+		comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
+		u := mountUser{pid: pid, comm: strings.TrimSpace(string(comm))}
+		if p, err := os.Readlink(filepath.Join(dir, "cwd")); err == nil && inside(p) {
+			u.how = "working directory"
+		} else if p, err := os.Readlink(filepath.Join(dir, "root")); err == nil && inside(p) {
+			u.how = "root directory"
+		} else {
+			fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
+			for _, fd := range fds {
+				if p, err := os.Readlink(filepath.Join(dir, "fd", fd.Name())); err == nil && inside(p) {
+					u.how = "open file " + strings.TrimPrefix(strings.TrimPrefix(p, mnt), "/")
+					break
+				}
+			}
+		}
+		if u.how != "" {
+			users = append(users, u)
+		}
+	}
+	return users
+}
+
+// describeUsers says what keeps a mount busy, naming a few processes.
+func describeUsers(users []mountUser) string {
+	if len(users) == 0 {
+		return "a process uses it (an open file, or a working directory inside it)"
+	}
+	parts := make([]string, 0, maxUsersShown)
+	for i, u := range users {
+		if i == maxUsersShown {
+			parts = append(parts, fmt.Sprintf("and %d more", len(users)-i))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("pid %d (%s): %s", u.pid, u.comm, u.how))
+	}
+	return "in use by " + strings.Join(parts, "; ")
 }

@@ -200,6 +200,45 @@ func closeVault(v *vault.Vault, err *error) {
 	}
 }
 
+// closeCommitted closes v after a command that committed its change
+// (and made it durable): a failure of Close then is a warning, never the
+// command's failure, since the change is in the database (the final
+// checkpoint of a nearly full disk, say, leaves it in the WAL).
+func closeCommitted(ctx *cli.Context, v *vault.Vault, err *error) {
+	cerr := v.Close()
+	switch {
+	case cerr == nil:
+	case *err == nil:
+		fmt.Fprintf(ctx.App.ErrWriter, "kvaultfs: warning: %v (the change is committed and on disk)\n", cerr)
+	}
+}
+
+// syncCommitted makes what v committed durable. Vault.Sync commits an
+// empty change so that SQLite fsyncs the log, which needs room on the
+// disk; on a full disk the files are fsynced directly instead, which
+// makes the same frames durable.
+func syncCommitted(v *vault.Vault) error {
+	err := v.Sync()
+	if err == nil || !errors.Is(err, vault.ErrNoSpace) {
+		return err
+	}
+	for _, p := range []string{v.Path() + "-wal", v.Path()} {
+		f, oerr := os.Open(p)
+		if errors.Is(oerr, fs.ErrNotExist) {
+			continue
+		}
+		if oerr != nil {
+			return fmt.Errorf("%w; fsync: %v", err, oerr)
+		}
+		serr := f.Sync()
+		f.Close()
+		if serr != nil {
+			return fmt.Errorf("%w; fsync %s: %v", err, p, serr)
+		}
+	}
+	return nil
+}
+
 // sizeUnits maps a size suffix to its multiplier. Bare K, M and G are
 // binary, as they are for dd, since chunk sizes are powers of two; the
 // SI spellings keep their SI meaning rather than surprising anyone.

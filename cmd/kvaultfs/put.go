@@ -38,13 +38,13 @@ func runPut(ctx *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer closeVault(v, &err)
+	defer closeCommitted(ctx, v, &err)
 	if err := v.PutReader(key, src, size); err != nil {
 		return err
 	}
 	// A committed put survives a crash of this process but not a power
 	// loss; a script that deletes its source after "put" needs the latter.
-	return v.Sync()
+	return syncCommitted(v)
 }
 
 // openSource opens what put reads: FILE, or stdin for "" and "-". The

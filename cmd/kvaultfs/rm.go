@@ -22,9 +22,9 @@ func runRm(ctx *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer closeVault(v, &err)
+	defer closeCommitted(ctx, v, &err)
 	if err := v.Delete(ctx.Args().Get(1)); err != nil {
 		return err
 	}
-	return v.Sync() // as for put: gone for good once rm returns
+	return syncCommitted(v) // as for put: gone for good once rm returns
 }

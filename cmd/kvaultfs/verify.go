@@ -32,7 +32,7 @@ func runVerify(ctx *cli.Context) (err error) {
 	}
 	v, err := openVault(ctx, ctx.Args().Get(0), openRead)
 	if err != nil {
-		return withCode(exitUsage, err)
+		return withCode(verifyCode(err), err)
 	}
 	defer closeVault(v, &err)
 
@@ -49,7 +49,7 @@ func runVerify(ctx *cli.Context) (err error) {
 		err = ferr
 	}
 	if err != nil {
-		return withCode(exitUsage, fmt.Errorf("verify could not finish after %s (%s found so far): %w", count(checked, "chunk"), count(int64(problems), "problem"), err))
+		return withCode(verifyCode(err), fmt.Errorf("verify could not finish after %s (%s found so far): %w", count(checked, "chunk"), count(int64(problems), "problem"), err))
 	}
 	if problems > 0 {
 		return fmt.Errorf("verify: %s found, %s checked", count(int64(problems), "problem"), count(checked, "chunk"))
