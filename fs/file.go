@@ -170,8 +170,8 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 	end := int64(off + size)
 	switch mode &^ unix.FALLOC_FL_KEEP_SIZE {
 	case 0:
-		if !keepSize && end > h.f.Size() {
-			return toErrno(h.f.Truncate(end))
+		if !keepSize {
+			return toErrno(h.f.Grow(end)) // never below what another process stored
 		}
 		return 0
 	case unix.FALLOC_FL_PUNCH_HOLE, unix.FALLOC_FL_ZERO_RANGE:
@@ -185,8 +185,8 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 		if err := h.zero(int64(off), limit); err != nil {
 			return toErrno(err)
 		}
-		if !keepSize && end > h.f.Size() {
-			return toErrno(h.f.Truncate(end))
+		if !keepSize {
+			return toErrno(h.f.Grow(end))
 		}
 		return 0
 	}

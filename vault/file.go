@@ -266,6 +266,20 @@ func (f *File) Truncate(size int64) error {
 	return wrap("truncate", f.name, f.oi.truncate(f.v, size))
 }
 
+// Grow makes the file at least size bytes long, committing at once, as
+// fallocate(2) without FALLOC_FL_KEEP_SIZE does; the new bytes read as
+// zeros. A file that is already longer, in this process's view or as
+// another process stored it, keeps its size.
+func (f *File) Grow(size int64) error {
+	if err := f.check("allocate", true); err != nil {
+		return err
+	}
+	if size < 0 {
+		return wrap("allocate", f.name, fmt.Errorf("%w: negative size", ErrInvalidArgument))
+	}
+	return wrap("allocate", f.name, f.oi.grow(f.v, size))
+}
+
 // Flush commits the file's dirty data (in one transaction) without
 // waiting for it to reach the disk.
 func (f *File) Flush() error {

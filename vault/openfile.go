@@ -49,7 +49,7 @@ type openInode struct {
 	mu sync.RWMutex
 	// stored is the size as stored when this process last read or wrote
 	// it; another process may have changed it since.
-	stored atomic.Int64
+	stored sizeSeen
 	// pendingEnd is the offset just past the last byte written here and
 	// not yet committed (dirty or flushing), 0 if none. The size this
 	// process sees is max(stored size, pendingEnd).
@@ -214,7 +214,7 @@ func (v *Vault) acquire(ino int64) (*openInode, error) {
 // load sets the state of a newly opened inode from its stored metadata.
 func (oi *openInode) load(v *Vault, in Inode) {
 	oi.cs, oi.gen = int64(in.ChunkSize), in.Generation
-	oi.stored.Store(in.Size)
+	oi.stored.note(in.Size, in.Generation)
 	if oi.cs == 0 {
 		oi.cs = int64(v.opts.ChunkSize)
 	}
@@ -296,9 +296,7 @@ func (oi *openInode) snapshot(v *Vault) (Inode, bool) {
 // mergeLocked is merge with oi.mu held. in is as stored, fresh from the
 // database: its size becomes this process's view of the stored size.
 func (oi *openInode) mergeLocked(in *Inode) {
-	if in.Generation >= oi.gen {
-		oi.stored.Store(in.Size)
-	}
+	oi.stored.note(in.Size, in.Generation)
 	in.Size = max(in.Size, oi.pendingEnd)
 	if oi.timesDirty {
 		in.Mtime, in.Ctime = oi.mtime, oi.ctime
@@ -393,3 +391,27 @@ func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 // seen, or the end of the data written here if that is further.
 // oi.mu must be held.
 func (oi *openInode) sizeLocked() int64 { return max(oi.stored.Load(), oi.pendingEnd) }
+
+// sizeSeen is an inode's stored size as this process last saw it, with
+// the data generation it belongs to, so that a sighting from an older
+// snapshot (a slow read) never replaces a newer one.
+type sizeSeen struct {
+	mu        sync.Mutex
+	size, gen int64
+}
+
+// note records that the inode had size at generation gen.
+func (s *sizeSeen) note(size, gen int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen >= s.gen {
+		s.size, s.gen = size, gen
+	}
+}
+
+// Load returns the newest size seen.
+func (s *sizeSeen) Load() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"runtime"
 	"slices"
 	"time"
 )
@@ -13,21 +14,24 @@ import (
 // the locking rules and dirty.go for how this process's writes are merged
 // with what other processes stored.
 
-// fetchRetriesUnlocked is how many times a read fetches stored chunks
-// without commitMu before it takes it: a fetch is redone only when a
-// commit of this process finished while it ran (a rare race), and with
-// commitMu held none can.
-const fetchRetriesUnlocked = 3
-
 // readAt reads into p from off: stored chunks with this process's
-// uncommitted writes over them.
+// uncommitted writes over them. It never waits for a lock that is held
+// across a transaction: the stored chunks are fetched without any lock,
+// and if a commit of this process ended meanwhile (its bytes then neither
+// pending any more nor, perhaps, in the snapshot read) the read is done
+// again; it can only be redone as often as commits end.
 func (oi *openInode) readAt(v *Vault, p []byte, off int64) (int, error) {
 	want := len(p)
 	end := off + int64(want)
+	if end < off { // past the largest offset: nothing is stored there
+		return 0, io.EOF
+	}
 	var fetch []int64
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			backoff(attempt)
+		}
 		oi.mu.RLock()
-		gen0 := oi.gen
 		fetch = fetch[:0]
 		for idx := off / oi.cs; idx*oi.cs < end; idx++ {
 			lo, hi := oi.chunkPart(idx, off, end)
@@ -40,29 +44,16 @@ func (oi *openInode) readAt(v *Vault, p []byte, off int64) (int, error) {
 		gen, stored := int64(-1), oi.stored.Load()
 		if len(fetch) > 0 {
 			var err error
-			if attempt < fetchRetriesUnlocked {
-				gen, stored, err = v.fetchChunks(oi.ino, oi.cs, fetch, p, off)
-			} else {
-				// See fetchRetriesUnlocked. commitMu is only held while
-				// waiting for the writer connection, which no reader holds.
-				oi.commitMu.Lock()
-				gen, stored, err = v.fetchChunks(oi.ino, oi.cs, fetch, p, off)
-				oi.commitMu.Unlock()
-			}
-			if err != nil {
+			if gen, stored, err = v.fetchChunks(oi.ino, oi.cs, fetch, p, off); err != nil {
 				return 0, err
 			}
+			oi.stored.note(stored, gen)
 		}
 
 		oi.mu.RLock()
-		if oi.gen != gen0 {
-			// A commit of ours ended meanwhile: bytes that were pending
-			// when we looked may be neither fetched nor pending now.
+		if !oi.readValid(fetch, gen, off, end) {
 			oi.mu.RUnlock()
 			continue
-		}
-		if gen >= 0 {
-			oi.stored.Store(stored)
 		}
 		for idx := off / oi.cs; idx*oi.cs < end; idx++ {
 			lo, hi := oi.chunkPart(idx, off, end)
@@ -86,6 +77,38 @@ func (oi *openInode) readAt(v *Vault, p []byte, off int64) (int, error) {
 		}
 		return want, nil
 	}
+}
+
+// readValid reports whether a read that fetched the chunks in fetch
+// (ascending) from a snapshot of generation gen, and found the others of
+// [off, end) covered by pending writes, saw every byte committed here:
+// the snapshot is no older than this process's last commit, and what was
+// pending is still pending. oi.mu must be held.
+func (oi *openInode) readValid(fetch []int64, gen, off, end int64) bool {
+	if len(fetch) > 0 && gen < oi.gen {
+		return false
+	}
+	next := 0
+	for idx := off / oi.cs; idx*oi.cs < end; idx++ {
+		if next < len(fetch) && fetch[next] == idx {
+			next++
+			continue
+		}
+		if lo, hi := oi.chunkPart(idx, off, end); !oi.pendingCovers(idx, lo, hi) {
+			return false
+		}
+	}
+	return true
+}
+
+// backoff waits a little before attempt number attempt of a read, longer
+// each time, up to a millisecond.
+func backoff(attempt int) {
+	if attempt < 3 {
+		runtime.Gosched()
+		return
+	}
+	time.Sleep(min(time.Duration(attempt)*50*time.Microsecond, time.Millisecond))
 }
 
 // chunkPart returns the part [lo, hi) of [off, end) that chunk idx holds.
@@ -178,6 +201,11 @@ func (v *Vault) fetchChunks(ino, cs int64, idxs []int64, p []byte, off int64) (g
 			}
 			clearTo(last + 1)
 			missing = missing[run:]
+		}
+		// Bytes past the stored size read as zeros, whatever a row left
+		// by an older version holds there.
+		if off+int64(len(p)) > size {
+			clear(p[min(max(size-off, 0), int64(len(p))):])
 		}
 		return nil
 	})
@@ -390,8 +418,9 @@ func (oi *openInode) commitLocked(v *Vault, fullOnly bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	oi.stored.Store(size)
+	oi.stored.note(size, gen)
 	oi.gen = gen
+	oi.outErr = nil // whatever a write-out could not commit, this did
 	if withTimes && oi.timesSeq == seq {
 		oi.timesDirty = false
 	}
@@ -433,6 +462,9 @@ func (oi *openInode) appendData(v *Vault, p []byte) (int64, error) {
 	defer v.cache.putChunkBuf(scratch)
 	one := &dirtyChunk{buf: v.cache.chunkBuf(int(oi.cs))}
 	defer v.cache.putChunkBuf(one.buf)
+	oi.mu.RLock()
+	seq := oi.timesSeq
+	oi.mu.RUnlock()
 	var off, gen int64
 	err := v.update("append", "", func(t *tx) error {
 		var err error
@@ -455,10 +487,12 @@ func (oi *openInode) appendData(v *Vault, p []byte) (int64, error) {
 		return 0, err
 	}
 	oi.mu.Lock()
-	oi.stored.Store(off + int64(len(p)))
+	oi.stored.note(off+int64(len(p)), gen)
 	oi.gen = gen
-	oi.timesDirty = false // the append stored the time of this write
-	oi.meta.mtime = nil   // a write after utimensat sets mtime again
+	if oi.timesSeq == seq {
+		oi.timesDirty = false // the append stored the time of this write
+	}
+	oi.meta.mtime = nil // a write after utimensat sets mtime again
 	oi.mu.Unlock()
 	v.reads.dropInode(oi.ino)
 	return off, nil
@@ -477,8 +511,12 @@ func (oi *openInode) truncate(v *Vault, size int64) error {
 		if err := t.truncateChunks(oi.ino, int(oi.cs), size); err != nil {
 			return err
 		}
-		return t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?1, mtime = ?2, ctime = ?2, generation = generation + 1 WHERE id = ?3 RETURNING generation`),
+		err := t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = ?1, mtime = ?2, ctime = ?2, generation = generation + 1 WHERE id = ?3 RETURNING generation`),
 			size, t.now, oi.ino).Scan(&gen)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
 	})
 	if err != nil {
 		return err
@@ -494,10 +532,37 @@ func (oi *openInode) truncate(v *Vault, size int64) error {
 		}
 	}
 	oi.recomputePendingEnd()
-	oi.stored.Store(size)
+	oi.stored.note(size, gen)
 	oi.gen = gen
 	oi.timesDirty = false
 	oi.mu.Unlock()
 	v.reads.dropInode(oi.ino)
+	return nil
+}
+
+// grow makes the stored size at least size, as fallocate(2) without
+// KEEP_SIZE does, committing at once: a file that another process has
+// made longer meanwhile is never cut back to the size seen here.
+func (oi *openInode) grow(v *Vault, size int64) error {
+	oi.commitMu.Lock()
+	defer oi.commitMu.Unlock()
+	var stored, gen int64
+	err := v.update("allocate", "", func(t *tx) error {
+		err := t.QueryRow(v.sql(`UPDATE {t}_inodes SET size = max(size, ?1),
+			mtime = CASE WHEN size < ?1 THEN ?2 ELSE mtime END, ctime = CASE WHEN size < ?1 THEN ?2 ELSE ctime END,
+			generation = generation + 1 WHERE id = ?3 RETURNING size, generation`),
+			size, t.now, oi.ino).Scan(&stored, &gen)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	oi.mu.Lock()
+	oi.stored.note(stored, gen)
+	oi.gen = gen
+	oi.mu.Unlock()
 	return nil
 }

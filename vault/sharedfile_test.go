@@ -436,3 +436,164 @@ func TestWriteOutErrorGoesToItsFile(t *testing.T) {
 		t.Fatalf("good has %d bytes", len(got))
 	}
 }
+
+// Reads of a file that this process commits to often never wait for
+// another process's write lock. They did while a read that overlapped
+// commits fell back to the lock that orders commits, which a commit holds
+// while it waits for the write lock.
+func TestReadsNeverWaitForWriteLock(t *testing.T) {
+	o := smallChunks()
+	o.BusyTimeout, o.Retries = 2*time.Second, 0
+	v := openTest(t, o)
+	mustPut(t, v, "f", bytes.Repeat([]byte("s"), 64*4096))
+	w, err := v.OpenFile("f", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // commits as fast as it can
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			w.WriteAt([]byte("w"), int64(i%64)*4096+1)
+			w.Flush()
+		}
+	}()
+	var worst atomic.Int64
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, 64*4096)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				if _, err := w.ReadAt(p, 0); err != nil {
+					t.Error(err)
+					return
+				}
+				if d := int64(time.Since(start)); d > worst.Load() {
+					worst.Store(d)
+				}
+			}
+		}()
+	}
+	// Another process holds the write lock for 500 ms at a time: a read
+	// that waited for it would take that long.
+	for i := 0; i < 10 && worst.Load() < int64(300*time.Millisecond); i++ {
+		time.Sleep(100 * time.Millisecond)
+		release := lockWriter(t, v.Path())
+		time.Sleep(500 * time.Millisecond)
+		release()
+	}
+	close(stop)
+	wg.Wait()
+	if d := time.Duration(worst.Load()); d > 300*time.Millisecond {
+		t.Fatalf("a ReadAt took %v while another process held the write lock", d)
+	}
+}
+
+// A write-out error is forgotten once the file's data is committed: the
+// writes after it succeed. Before, the first write after a successful
+// Flush still failed with the old error.
+func TestWriteOutErrorClearedByCommit(t *testing.T) {
+	o := smallChunks()
+	o.BusyTimeout, o.Retries = 20*time.Millisecond, 0
+	v := openTest(t, o)
+	f, err := v.OpenFile("f", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte("b"), 3*4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	release := lockWriter(t, v.Path())
+	if v.writeOutStep() { // fails: busy
+		t.Fatal("a write-out committed while another process held the write lock")
+	}
+	release()
+	if err := f.Flush(); err != nil {
+		t.Fatalf("Flush once the lock is gone: %v", err)
+	}
+	if _, err := f.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatalf("write after everything was committed: %v", err)
+	}
+}
+
+// Bytes past the stored size read as zeros even where a row left by an
+// older version still holds data there. Before, a read of an open file
+// returned them until the next commit.
+func TestRowPastSizeReadsAsZeros(t *testing.T) {
+	v := openTest(t, smallChunks())
+	mustPut(t, v, "f", bytes.Repeat([]byte("x"), 100))
+	db := rawDB(t, v.Path(), false)
+	if _, err := db.Exec(tableSQL(DefaultTable, `UPDATE {t}_inodes SET size = 10`)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := v.OpenFile("f", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("Y"), 200); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 201)
+	if n, err := f.ReadAt(p, 0); n != 201 || err != nil {
+		t.Fatalf("ReadAt = %d, %v", n, err)
+	}
+	want := append(append(bytes.Repeat([]byte("x"), 10), make([]byte, 190)...), 'Y')
+	if !bytes.Equal(p, want) {
+		t.Fatalf("read %s, want %s", diffAt(p, want), diffAt(want, p))
+	}
+}
+
+// Grow never shrinks a file that another process made longer. Before,
+// fallocate through a mount truncated to the end it asked for whenever
+// its own view of the size was shorter.
+func TestGrowKeepsLongerFile(t *testing.T) {
+	a := openTest(t, smallChunks())
+	b := openSecond(t, a)
+	mustPut(t, a, "f", nil)
+	f, err := a.OpenFile("f", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := bytes.Repeat([]byte("B"), 10000)
+	mustPut(t, b, "f2", nil)
+	g, err := b.OpenFile("f", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Grow(100); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, b, "f"); !bytes.Equal(got, data) {
+		t.Fatalf("after Grow(100) by the other process: %d bytes, want %d", len(got), len(data))
+	}
+	if err := f.Grow(20000); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, b, "f"); len(got) != 20000 || !bytes.Equal(got[:10000], data) || !allZero(got[10000:]) {
+		t.Fatalf("after Grow(20000): %d bytes", len(got))
+	}
+}
