@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -37,8 +38,23 @@ func newConnector(dsn string, pragmas []string) *connector {
 	return c
 }
 
+// connHook, when set (only by tests), wraps every new connection, so
+// that a test can count the statements and rows an operation costs.
+var connHook atomic.Pointer[func(dsn string, conn *sqlite3.SQLiteConn) driver.Conn]
+
 // Connect implements driver.Connector.
-func (c *connector) Connect(context.Context) (driver.Conn, error) { return c.driver.Open(c.dsn) }
+func (c *connector) Connect(context.Context) (driver.Conn, error) {
+	conn, err := c.driver.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	if hook := connHook.Load(); hook != nil {
+		if sc, ok := conn.(*sqlite3.SQLiteConn); ok {
+			return (*hook)(c.dsn, sc), nil
+		}
+	}
+	return conn, nil
+}
 
 // Driver implements driver.Connector.
 func (c *connector) Driver() driver.Driver { return c.driver }

@@ -660,60 +660,36 @@ func (oi *openInode) mergeLocked(in *Inode) {
 
 // seekData implements SEEK_DATA (hole false) and SEEK_HOLE (hole true)
 // at chunk granularity: a chunk with a stored row or dirty data is data,
-// any other chunk is a hole, and so is the end of the file.
+// any other chunk is a hole, and so is the end of the file. Its cost
+// does not grow with the file (see seek.go): the dirty chunks are noted
+// under the lock, which is released before any query, as a lock must
+// never be held while waiting for a connection.
 func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 	oi.mu.RLock()
-	defer oi.mu.RUnlock()
-	if off > oi.size || (off == oi.size && !hole) {
+	size, cs := oi.size, oi.cs
+	if off > size || (off == size && !hole) {
+		oi.mu.RUnlock()
 		return 0, ErrNotFound
 	}
-	if off == oi.size {
+	if off == size {
+		oi.mu.RUnlock()
 		return off, nil
 	}
-	first := off / oi.cs
-	var idxs []int64
+	first := off / cs
+	pending := make(map[int64]bool)
 	for idx := range oi.dirty {
 		if idx >= first {
-			idxs = append(idxs, idx)
+			pending[idx] = true
 		}
 	}
 	for idx := range oi.flushing {
 		if idx >= first {
-			idxs = append(idxs, idx)
+			pending[idx] = true
 		}
 	}
-	err := v.view("seek", "", func(q *sql.Tx) error {
-		rows, err := q.Query(v.sql(`SELECT idx FROM {t}_chunks WHERE inode = ? AND idx >= ? ORDER BY idx`), oi.ino, first)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var idx int64
-			if err := rows.Scan(&idx); err != nil {
-				return err
-			}
-			idxs = append(idxs, idx)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return 0, err
+	oi.mu.RUnlock()
+	if hole {
+		return v.seekHole(oi.ino, cs, size, off, pending)
 	}
-	slices.Sort(idxs)
-	idxs = slices.Compact(idxs)
-	if !hole {
-		if len(idxs) == 0 || idxs[0]*oi.cs >= oi.size {
-			return 0, ErrNotFound
-		}
-		return max(off, idxs[0]*oi.cs), nil
-	}
-	next := first // the first chunk without data
-	for _, idx := range idxs {
-		if idx != next {
-			break
-		}
-		next++
-	}
-	return min(max(off, next*oi.cs), oi.size), nil
+	return v.seekDataChunk(oi.ino, cs, size, off, pending)
 }
