@@ -722,3 +722,24 @@ func (v *Vault) DataVersion() (int64, error) {
 	err := v.dvConn.QueryRowContext(context.Background(), "PRAGMA data_version").Scan(&dv)
 	return dv, wrap("data version", "", err)
 }
+
+// ZeroRange makes [off, end) of the open file read as zeros, keeping
+// its size (fallocate's PUNCH_HOLE and ZERO_RANGE): the bytes become a
+// hole, which costs no storage.
+func (f *File) ZeroRange(off, end int64) error {
+	if err := f.check("zero range", true); err != nil {
+		return err
+	}
+	if off < 0 || end < off {
+		return wrap("zero range", f.name, fmt.Errorf("%w: range [%d, %d)", ErrInvalidArgument, off, end))
+	}
+	zeros := make([]byte, min(end-off, 1<<20))
+	for off < end {
+		n := min(int64(len(zeros)), end-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
