@@ -55,6 +55,10 @@ type FS struct {
 	// before one cannot mark its node as having no attributes.
 	xattrWrites atomic.Int64
 
+	// polledInodes counts the generations pollChanges has asked for,
+	// which tests use to check that a round costs what is open now.
+	polledInodes atomic.Int64
+
 	mu      sync.Mutex
 	watched map[*node]bool // files with pages the kernel may cache
 	server  *fuse.Server
@@ -192,31 +196,38 @@ func (f *FS) pollChanges() {
 			return
 		case <-tick.C:
 		}
-		dv, err := f.v.DataVersion()
-		if err != nil || dv == last {
-			continue
-		}
-		last = dv
-		f.mu.Lock()
-		nodes := make([]*node, 0, len(f.watched))
-		for n := range f.watched {
-			nodes = append(nodes, n)
-		}
-		f.mu.Unlock()
-		ids := make([]int64, len(nodes))
-		for i, n := range nodes {
-			ids[i] = n.ino()
-		}
-		gens, err := f.v.Generations(ids)
-		if err != nil {
-			continue
-		}
-		for _, n := range nodes {
-			if g, ok := gens[n.ino()]; ok {
-				n.noticeGeneration(&vault.Inode{Kind: vault.KindFile, Generation: g})
-			}
+		last = f.pollOnce(last)
+	}
+}
+
+// pollOnce is one round of pollChanges: last is the data version the
+// previous round saw, and the one this round saw is returned.
+func (f *FS) pollOnce(last int64) int64 {
+	dv, err := f.v.DataVersion()
+	if err != nil || dv == last {
+		return last
+	}
+	f.mu.Lock()
+	nodes := make([]*node, 0, len(f.watched))
+	for n := range f.watched {
+		nodes = append(nodes, n)
+	}
+	f.mu.Unlock()
+	ids := make([]int64, len(nodes))
+	for i, n := range nodes {
+		ids[i] = n.ino()
+	}
+	f.polledInodes.Add(int64(len(ids)))
+	gens, err := f.v.Generations(ids)
+	if err != nil {
+		return dv
+	}
+	for _, n := range nodes {
+		if g, ok := gens[n.ino()]; ok {
+			n.noticeGeneration(&vault.Inode{Kind: vault.KindFile, Generation: g})
 		}
 	}
+	return dv
 }
 
 // mountinfoEscapes undoes the octal escapes of /proc/self/mountinfo.
