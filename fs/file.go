@@ -141,6 +141,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		h.n.cacheGen.Store(gen)
 		h.n.writers.Add(-1)
 	}
+	h.n.fsys.unwatch(h.n)
 	return toErrno(err)
 }
 
