@@ -13,7 +13,7 @@
 //
 // Usage:
 //
-//	fsmix [-p PROCS] [-n OPS] [-s SEED] [-sync=false] DIR
+//	fsmix [-p PROCS] [-n OPS] [-s SEED] [-sync=false] [-v] DIR
 package main
 
 import (
@@ -49,6 +49,7 @@ type worker struct {
 	seq     int
 	errs    int
 	doSync  bool
+	spent   [20]time.Duration // time in each operation of freqs
 }
 
 var freqs = []struct {
@@ -70,15 +71,16 @@ func main() {
 	ops := flag.Int("n", 20000, "operations per worker")
 	seed := flag.Int64("s", 1, "random seed")
 	doSync := flag.Bool("sync", true, "run sync(2) as fsstress does (it syncs every file system)")
+	verbose := flag.Bool("v", false, "print the share of time each operation took")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: fsmix [-p PROCS] [-n OPS] [-s SEED] DIR")
 		os.Exit(2)
 	}
-	var table []func(w *worker)
-	for _, f := range freqs {
-		for i := 0; i < f.n; i++ {
-			table = append(table, f.fn)
+	var table []int // indexes into freqs, each as often as its frequency
+	for i, f := range freqs {
+		for j := 0; j < f.n; j++ {
+			table = append(table, i)
 		}
 	}
 	start := time.Now()
@@ -95,7 +97,10 @@ func main() {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < *ops; i++ {
-				table[w.rng.Intn(len(table))](w)
+				op := table[w.rng.Intn(len(table))]
+				t0 := time.Now()
+				freqs[op].fn(w)
+				w.spent[op] += time.Since(t0)
 			}
 		}()
 	}
@@ -107,6 +112,19 @@ func main() {
 	}
 	fmt.Printf("fsmix: %d workers x %d ops in %.2f s (%.0f ops/s), %d operations failed\n",
 		*procs, *ops, elapsed.Seconds(), float64(*procs**ops)/elapsed.Seconds(), errs)
+	if *verbose {
+		var total time.Duration
+		spent := make([]time.Duration, len(freqs))
+		for _, w := range workers {
+			for i := range freqs {
+				spent[i] += w.spent[i]
+				total += w.spent[i]
+			}
+		}
+		for i, f := range freqs {
+			fmt.Printf("  %-10s %6.1f%% of the workers' time\n", f.name, 100*float64(spent[i])/float64(total))
+		}
+	}
 }
 
 func (w *worker) fail(err error) {
