@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/kohakuvault/kvaultfs/vault"
+	"golang.org/x/sys/unix"
 )
 
 // mountFS is mountTest that also returns the mount's state.
@@ -148,4 +150,52 @@ func treeSize(in *gofs.Inode) int {
 		total += treeSize(c)
 	}
 	return total
+}
+
+// TestPunchHoleAndSeekThroughMount: fallocate PUNCH_HOLE and ZERO_RANGE
+// through the mount zero their range and keep (or, for ZERO_RANGE
+// without KEEP_SIZE, extend) the size; SEEK_HOLE and SEEK_DATA then see
+// the hole.
+func TestPunchHoleAndSeekThroughMount(t *testing.T) {
+	mnt, _, _ := mountFS(t)
+	const size = 4 << 20
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(i%251) + 1
+	}
+	p := filepath.Join(mnt, "sparse")
+	if err := os.WriteFile(p, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	lo, hi := int64(100), int64(3<<20+7)
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, lo, hi-lo); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[lo:hi])
+	got := make([]byte, size+100)
+	n, err := f.ReadAt(got, 0)
+	if n != size || !bytes.Equal(got[:n], want) {
+		t.Fatalf("after the punch read %d bytes (%v), contents equal the model: %v", n, err, bytes.Equal(got[:n], want))
+	}
+	const cs = 64 << 10 // the default chunk size: holes are whole chunks
+	if off, err := unix.Seek(fd, 0, unix.SEEK_HOLE); err != nil || off != cs {
+		t.Errorf("SEEK_HOLE from 0 = %d, %v; want %d", off, err, cs)
+	}
+	if off, err := unix.Seek(fd, cs, unix.SEEK_DATA); err != nil || off != hi/cs*cs {
+		t.Errorf("SEEK_DATA from %d = %d, %v; want %d", cs, off, err, hi/cs*cs)
+	}
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE, size-10, 20); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want[:size-10], make([]byte, 20)...)
+	n, _ = f.ReadAt(got, 0)
+	if n != size+10 || !bytes.Equal(got[:n], want) {
+		t.Errorf("after ZERO_RANGE past the end: %d bytes, want %d equal to the model", n, size+10)
+	}
 }

@@ -96,7 +96,6 @@ func TestSeekDataCostIsBounded(t *testing.T) {
 // chunk boundary and in between with a brute-force answer, on random
 // patterns of stored, dirty and missing chunks.
 func TestSeekDataMatchesModel(t *testing.T) {
-	const cs = 4096
 	rng := rand.New(rand.NewSource(8))
 	for round := 0; round < 6; round++ {
 		t.Run("", func(t *testing.T) { seekModelRound(t, rng, round) })
@@ -105,49 +104,47 @@ func TestSeekDataMatchesModel(t *testing.T) {
 
 func seekModelRound(t *testing.T, rng *rand.Rand, round int) {
 	const cs = 4096
-	{
-		n := int64(1 + rng.Intn(40))
-		stored := make([]bool, n)
-		for i := range stored {
-			stored[i] = rng.Intn(3) > 0
+	n := int64(1 + rng.Intn(40))
+	stored := make([]bool, n)
+	for i := range stored {
+		stored[i] = rng.Intn(3) > 0
+	}
+	_, _, f := seekFixture(t, n, func(idx int64) bool { return stored[idx] })
+	has := append([]bool(nil), stored...)
+	for k := rng.Intn(4); k > 0; k-- {
+		idx := rng.Int63n(n)
+		if _, err := f.WriteAt([]byte{7}, idx*cs+rng.Int63n(cs)); err != nil {
+			t.Fatal(err)
 		}
-		_, _, f := seekFixture(t, n, func(idx int64) bool { return stored[idx] })
-		has := append([]bool(nil), stored...)
-		for k := rng.Intn(4); k > 0; k-- {
-			idx := rng.Int63n(n)
-			if _, err := f.WriteAt([]byte{7}, idx*cs+rng.Int63n(cs)); err != nil {
-				t.Fatal(err)
+		has[idx] = true
+	}
+	size := n * cs
+	for off := int64(0); off <= size; off += cs / 2 {
+		// The model: SEEK_DATA finds the first chunk at or after off's
+		// chunk with data; SEEK_HOLE the first without, or the end.
+		wantData, wantHole := int64(-1), size
+		for idx := off / cs; idx < n; idx++ {
+			if has[idx] && wantData < 0 {
+				wantData = max(off, idx*cs)
 			}
-			has[idx] = true
+			if !has[idx] && wantHole == size {
+				wantHole = max(off, idx*cs)
+			}
 		}
-		size := n * cs
-		for off := int64(0); off <= size; off += cs / 2 {
-			// The model: SEEK_DATA finds the first chunk at or after off's
-			// chunk with data; SEEK_HOLE the first without, or the end.
-			wantData, wantHole := int64(-1), size
-			for idx := off / cs; idx < n; idx++ {
-				if has[idx] && wantData < 0 {
-					wantData = max(off, idx*cs)
-				}
-				if !has[idx] && wantHole == size {
-					wantHole = max(off, idx*cs)
-				}
+		got, err := f.SeekData(off, false)
+		if wantData < 0 {
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("round %d: SEEK_DATA(%d) = %d, %v; want ErrNotFound (pattern %v)", round, off, got, err, has)
 			}
-			got, err := f.SeekData(off, false)
-			if wantData < 0 {
-				if !errors.Is(err, ErrNotFound) {
-					t.Fatalf("round %d: SEEK_DATA(%d) = %d, %v; want ErrNotFound (pattern %v)", round, off, got, err, has)
-				}
-			} else if err != nil || got != wantData {
-				t.Fatalf("round %d: SEEK_DATA(%d) = %d, %v; want %d (pattern %v)", round, off, got, err, wantData, has)
-			}
-			got, err = f.SeekData(off, true)
-			if off == size {
-				wantHole = size
-			}
-			if err != nil || got != wantHole {
-				t.Fatalf("round %d: SEEK_HOLE(%d) = %d, %v; want %d (pattern %v)", round, off, got, err, wantHole, has)
-			}
+		} else if err != nil || got != wantData {
+			t.Fatalf("round %d: SEEK_DATA(%d) = %d, %v; want %d (pattern %v)", round, off, got, err, wantData, has)
+		}
+		got, err = f.SeekData(off, true)
+		if off == size {
+			wantHole = size
+		}
+		if err != nil || got != wantHole {
+			t.Fatalf("round %d: SEEK_HOLE(%d) = %d, %v; want %d (pattern %v)", round, off, got, err, wantHole, has)
 		}
 	}
 }
