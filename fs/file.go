@@ -130,6 +130,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		h.n.cacheGen.Store(gen)
 		h.n.writers.Add(-1)
 	}
+	h.n.fsys.unwatch(h.n)
 	return toErrno(err)
 }
 
@@ -163,8 +164,7 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 
 // Allocate implements fallocate(2). Space is not reserved ahead (a
 // database grows as it is written), so plain allocation only extends
-// the size; punching a hole or zeroing a range writes zeros, which are
-// stored as holes.
+// the size; punching a hole or zeroing a range makes it a hole.
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	keepSize := mode&unix.FALLOC_FL_KEEP_SIZE != 0
 	end := int64(off + size)
@@ -178,11 +178,9 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 		if mode&unix.FALLOC_FL_PUNCH_HOLE != 0 && !keepSize {
 			return syscall.EINVAL // punching a hole requires KEEP_SIZE
 		}
-		limit := end
-		if keepSize {
-			limit = min(end, h.f.Size())
-		}
-		if err := h.zero(int64(off), limit); err != nil {
+		// ZeroRange stops at the end of the file as stored; Grow then
+		// extends it with zeros unless KEEP_SIZE.
+		if err := h.f.ZeroRange(int64(off), end); err != nil {
 			return toErrno(err)
 		}
 		if !keepSize {
@@ -191,17 +189,4 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 		return 0
 	}
 	return syscall.EOPNOTSUPP
-}
-
-// zero writes zeros over [off, end) in bounded pieces.
-func (h *handle) zero(off, end int64) error {
-	zeros := make([]byte, min(end-off, 1<<20))
-	for off < end {
-		n := min(int64(len(zeros)), end-off)
-		if _, err := h.f.WriteAt(zeros[:n], off); err != nil {
-			return err
-		}
-		off += n
-	}
-	return nil
 }

@@ -55,9 +55,19 @@ type FS struct {
 	// before one cannot mark its node as having no attributes.
 	xattrWrites atomic.Int64
 
-	mu      sync.Mutex
-	watched map[*node]bool // files with pages the kernel may cache
+	// polledInodes counts the generations pollChanges has asked for,
+	// which tests use to check that a round costs what is open now.
+	polledInodes atomic.Int64
+
+	mu sync.Mutex
+	// watched are the files open in this mount, with their number of
+	// handles: the only ones whose cached pages can be read without an
+	// open, which compares generations itself (see node.open), so the
+	// only ones polling must check. It follows what is open now, not
+	// every file the kernel ever looked up.
+	watched map[*node]int
 	server  *fuse.Server
+	root    *node
 	stop    chan struct{}
 	stopped chan struct{}
 }
@@ -74,8 +84,9 @@ func Mount(v *vault.Vault, mountpoint string, opts Options) (*Server, error) {
 	if opts.AttrTimeout <= 0 {
 		opts.AttrTimeout = DefaultAttrTimeout
 	}
-	fsys := &FS{v: v, opts: opts, watched: map[*node]bool{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+	fsys := &FS{v: v, opts: opts, watched: map[*node]int{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	root := &node{fsys: fsys}
+	fsys.root = root
 	timeout := opts.AttrTimeout
 	mo := fuse.MountOptions{
 		AllowOther:   opts.AllowOther,
@@ -157,14 +168,28 @@ func (f *FS) stopPolling() {
 	}
 }
 
-// watch records a file whose pages the kernel may cache.
+// watch records a new handle of a file.
 func (f *FS) watch(n *node) {
 	f.mu.Lock()
-	f.watched[n] = true
+	f.watched[n]++
 	f.mu.Unlock()
 }
 
+// unwatch records that a handle of a file was released; the file is no
+// longer polled once its last handle is.
 func (f *FS) unwatch(n *node) {
+	f.mu.Lock()
+	if f.watched[n] <= 1 {
+		delete(f.watched, n)
+	} else {
+		f.watched[n]--
+	}
+	f.mu.Unlock()
+}
+
+// forget drops a node the kernel no longer knows (it has no handles
+// left by then; this only makes sure).
+func (f *FS) forget(n *node) {
 	f.mu.Lock()
 	delete(f.watched, n)
 	f.mu.Unlock()
@@ -178,9 +203,11 @@ func (f *FS) invalidate(n *node) {
 }
 
 // pollChanges notices data changes made by other processes to files
-// whose pages the kernel caches, and drops those pages, within one
-// attribute timeout: cheaply skipped while the database's data_version
-// says nothing was committed.
+// open in this mount, and drops their cached pages, within one attribute
+// timeout: cheaply skipped while the database's data_version says
+// nothing was committed, and otherwise one query per 500 open files.
+// Files not open need no polling: their pages can only be read after an
+// open, which keeps them only if the generation is unchanged.
 func (f *FS) pollChanges() {
 	defer close(f.stopped)
 	tick := time.NewTicker(f.opts.AttrTimeout)
@@ -192,31 +219,38 @@ func (f *FS) pollChanges() {
 			return
 		case <-tick.C:
 		}
-		dv, err := f.v.DataVersion()
-		if err != nil || dv == last {
-			continue
-		}
-		last = dv
-		f.mu.Lock()
-		nodes := make([]*node, 0, len(f.watched))
-		for n := range f.watched {
-			nodes = append(nodes, n)
-		}
-		f.mu.Unlock()
-		ids := make([]int64, len(nodes))
-		for i, n := range nodes {
-			ids[i] = n.ino()
-		}
-		gens, err := f.v.Generations(ids)
-		if err != nil {
-			continue
-		}
-		for _, n := range nodes {
-			if g, ok := gens[n.ino()]; ok {
-				n.noticeGeneration(&vault.Inode{Kind: vault.KindFile, Generation: g})
-			}
+		last = f.pollOnce(last)
+	}
+}
+
+// pollOnce is one round of pollChanges: last is the data version the
+// previous round saw, and the one this round saw is returned.
+func (f *FS) pollOnce(last int64) int64 {
+	dv, err := f.v.DataVersion()
+	if err != nil || dv == last {
+		return last
+	}
+	f.mu.Lock()
+	nodes := make([]*node, 0, len(f.watched))
+	for n := range f.watched {
+		nodes = append(nodes, n)
+	}
+	f.mu.Unlock()
+	ids := make([]int64, len(nodes))
+	for i, n := range nodes {
+		ids[i] = n.ino()
+	}
+	f.polledInodes.Add(int64(len(ids)))
+	gens, err := f.v.Generations(ids)
+	if err != nil {
+		return dv
+	}
+	for _, n := range nodes {
+		if g, ok := gens[n.ino()]; ok {
+			n.noticeGeneration(&vault.Inode{Kind: vault.KindFile, Generation: g})
 		}
 	}
+	return dv
 }
 
 // mountinfoEscapes undoes the octal escapes of /proc/self/mountinfo.

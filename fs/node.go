@@ -331,4 +331,4 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 }
 
 // OnForget stops watching a file the kernel no longer knows.
-func (n *node) OnForget() { n.fsys.unwatch(n) }
+func (n *node) OnForget() { n.fsys.forget(n) }

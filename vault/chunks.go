@@ -113,6 +113,10 @@ type chunkCache struct {
 	max   int
 	bytes int
 	items map[chunkKey]*list.Element
+	// byIno lists the cached chunk indexes of each inode, so that a
+	// commit drops its inode's chunks without scanning the whole cache
+	// (it did, at every commit of every file).
+	byIno map[int64]map[int64]struct{}
 	lru   list.List // of *cachedChunk, most recent first
 	spare [][]byte  // evicted buffers, reused so that reads touch no fresh memory
 }
@@ -128,6 +132,7 @@ type cachedChunk struct {
 func (c *chunkCache) init(maxBytes int) {
 	c.max = maxBytes
 	c.items = make(map[chunkKey]*list.Element)
+	c.byIno = make(map[int64]map[int64]struct{})
 }
 
 // copyOut copies the cached chunk's bytes from off into dst, reporting
@@ -168,6 +173,10 @@ func (c *chunkCache) put(ino, idx, gen int64, data []byte) {
 	buf := c.buffer(len(data))
 	copy(buf, data)
 	c.items[k] = c.lru.PushFront(&cachedChunk{key: k, gen: gen, data: buf})
+	if c.byIno[ino] == nil {
+		c.byIno[ino] = make(map[int64]struct{})
+	}
+	c.byIno[ino][idx] = struct{}{}
 	c.bytes += len(buf)
 }
 
@@ -185,21 +194,26 @@ func (c *chunkCache) buffer(n int) []byte {
 func (c *chunkCache) remove(e *list.Element) {
 	cc := c.lru.Remove(e).(*cachedChunk)
 	delete(c.items, cc.key)
+	if idxs := c.byIno[cc.key.ino]; idxs != nil {
+		delete(idxs, cc.key.idx)
+		if len(idxs) == 0 {
+			delete(c.byIno, cc.key.ino)
+		}
+	}
 	c.bytes -= len(cc.data)
 	if len(c.spare) < 4 {
 		c.spare = append(c.spare, cc.data)
 	}
 }
 
-// dropInode forgets every cached chunk of ino.
+// dropInode forgets every cached chunk of ino, at a cost proportional
+// to how many there are.
 func (c *chunkCache) dropInode(ino int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for e := c.lru.Front(); e != nil; {
-		next := e.Next()
-		if e.Value.(*cachedChunk).key.ino == ino {
+	for idx := range c.byIno[ino] {
+		if e := c.items[chunkKey{ino, idx}]; e != nil {
 			c.remove(e)
 		}
-		e = next
 	}
 }

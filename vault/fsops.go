@@ -737,3 +737,78 @@ func (v *Vault) DataVersion() (int64, error) {
 	err := v.dvConn.QueryRowContext(context.Background(), "PRAGMA data_version").Scan(&dv)
 	return dv, wrap("data version", "", err)
 }
+
+// ZeroRange makes [off, end) of the open file read as zeros, keeping
+// its size (fallocate's PUNCH_HOLE and ZERO_RANGE): the chunks the range
+// covers whole are deleted in one statement, committed at once, and only
+// the partly covered chunks at its edges are written, so the cost does
+// not grow with the range. Bytes past the end of file already read as
+// zeros and are left alone.
+func (f *File) ZeroRange(off, end int64) error {
+	if err := f.check("zero range", true); err != nil {
+		return err
+	}
+	if off < 0 || end < off {
+		return wrap("zero range", f.name, fmt.Errorf("%w: range [%d, %d)", ErrInvalidArgument, off, end))
+	}
+	in, err := f.Stat() // the size as stored now, not as last seen
+	if err != nil {
+		return err
+	}
+	end = min(end, in.Size)
+	if off >= end {
+		return nil
+	}
+	cs := f.oi.cs
+	first, last := (off+cs-1)/cs, end/cs // chunks [first, last) are covered whole
+	zeroEdge := func(lo, hi int64) error {
+		if lo >= hi {
+			return nil
+		}
+		_, err := f.WriteAt(make([]byte, hi-lo), lo)
+		return err
+	}
+	if first >= last {
+		return zeroEdge(off, end) // within at most two chunks
+	}
+	if err := zeroEdge(off, first*cs); err != nil {
+		return err
+	}
+	if err := zeroEdge(last*cs, end); err != nil {
+		return err
+	}
+	return wrap("zero range", f.name, f.oi.deleteChunks(f.v, first, last))
+}
+
+// deleteChunks deletes chunks [first, last) of the open inode, stored and
+// dirty, in one committed transaction. Commits of the inode wait
+// (commitMu), so no dirty chunk of the range is stored meanwhile; the
+// dirty ones are dropped only once the deletion has committed.
+func (oi *openInode) deleteChunks(v *Vault, first, last int64) error {
+	oi.commitMu.Lock()
+	defer oi.commitMu.Unlock()
+	var gen int64
+	err := v.update("zero range", "", func(t *tx) error {
+		if _, err := t.Exec(v.sql(`DELETE FROM {t}_chunks WHERE inode = ? AND idx >= ? AND idx < ?`), oi.ino, first, last); err != nil {
+			return err
+		}
+		return t.QueryRow(v.sql(`UPDATE {t}_inodes SET mtime = ?1, ctime = ?1, generation = generation + 1 WHERE id = ?2 RETURNING generation`),
+			t.now, oi.ino).Scan(&gen)
+	})
+	if err != nil {
+		return err
+	}
+	oi.mu.Lock()
+	for idx, dc := range oi.dirty {
+		if idx >= first && idx < last {
+			delete(oi.dirty, idx)
+			oi.freeChunk(v, dc)
+		}
+	}
+	oi.recomputePendingEnd()
+	oi.gen = gen
+	oi.touch()
+	oi.mu.Unlock()
+	v.reads.dropInode(oi.ino)
+	return nil
+}

@@ -1,8 +1,6 @@
 package vault
 
 import (
-	"database/sql"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -326,10 +324,13 @@ func (oi *openInode) mergeLocked(in *Inode) {
 
 // seekData implements SEEK_DATA (hole false) and SEEK_HOLE (hole true)
 // at chunk granularity: a chunk with a stored row or dirty data is data,
-// any other chunk is a hole, and so is the end of the file.
+// any other chunk is a hole, and so is the end of the file. Its cost
+// does not grow with the file (see seek.go): the dirty chunks are noted
+// under the lock, which is released before any query, as a lock must
+// never be held while waiting for a connection.
 func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 	oi.mu.RLock()
-	size := oi.sizeLocked()
+	size, cs := oi.sizeLocked(), oi.cs
 	if off > size || (off == size && !hole) {
 		oi.mu.RUnlock()
 		return 0, ErrNotFound
@@ -338,53 +339,23 @@ func (oi *openInode) seekData(v *Vault, off int64, hole bool) (int64, error) {
 		oi.mu.RUnlock()
 		return off, nil
 	}
-	first := off / oi.cs
-	var idxs []int64
+	first := off / cs
+	pending := make(map[int64]bool)
 	for idx := range oi.dirty {
 		if idx >= first {
-			idxs = append(idxs, idx)
+			pending[idx] = true
 		}
 	}
 	for idx := range oi.flushing {
 		if idx >= first {
-			idxs = append(idxs, idx)
+			pending[idx] = true
 		}
 	}
-	oi.mu.RUnlock() // never held while waiting for a connection
-	err := v.view("seek", "", func(q *sql.Tx) error {
-		rows, err := q.Query(v.sql(`SELECT idx FROM {t}_chunks WHERE inode = ? AND idx >= ? ORDER BY idx`), oi.ino, first)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var idx int64
-			if err := rows.Scan(&idx); err != nil {
-				return err
-			}
-			idxs = append(idxs, idx)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return 0, err
+	oi.mu.RUnlock()
+	if hole {
+		return v.seekHole(oi.ino, cs, size, off, pending)
 	}
-	slices.Sort(idxs)
-	idxs = slices.Compact(idxs)
-	if !hole {
-		if len(idxs) == 0 || idxs[0]*oi.cs >= size {
-			return 0, ErrNotFound
-		}
-		return max(off, idxs[0]*oi.cs), nil
-	}
-	next := first // the first chunk without data
-	for _, idx := range idxs {
-		if idx != next {
-			break
-		}
-		next++
-	}
-	return min(max(off, next*oi.cs), size), nil
+	return v.seekDataChunk(oi.ino, cs, size, off, pending)
 }
 
 // sizeLocked is the size this process sees: the stored size as last

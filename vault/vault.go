@@ -29,6 +29,14 @@ type Vault struct {
 
 	w *sql.DB // the single writer connection
 	r *sql.DB // reader connections
+	// meta are reader connections for the one-statement point queries of
+	// read (lookups, getattr, listings), without mmap: SQLite unmaps a
+	// connection's whole mapping at the first read after any commit by
+	// another connection, and mapping and faulting it in again made a
+	// lookup after a commit cost 766 us against 140 us without (a vault
+	// of 3,000 files). Chunk data keeps the mapped pool r. nil when the
+	// vault is read-only (nothing here commits, r serves).
+	meta *sql.DB
 
 	queries sync.Map // SQL template -> text with the table prefix
 
@@ -161,6 +169,10 @@ func (v *Vault) open() error {
 		return err
 	}
 	v.r = openPool(v.path, &v.opts, readerPool, v.wal)
+	// Their page caches are emptied by every commit anyway: a small one
+	// does, and keeps the daemon's C memory near what it was.
+	v.meta = openPool(v.path, &v.opts, readerPool, v.wal, "PRAGMA mmap_size = 0",
+		fmt.Sprintf("PRAGMA cache_size = -%d", min(v.opts.CacheKB, metaCacheKB)))
 	return v.collectOrphans()
 }
 
@@ -387,6 +399,11 @@ func (v *Vault) closePools() error {
 	v.dvMu.Unlock()
 	if v.r != nil {
 		err = v.r.Close()
+	}
+	if v.meta != nil {
+		if merr := v.meta.Close(); err == nil {
+			err = merr
+		}
 	}
 	if v.w != nil {
 		if werr := v.w.Close(); err == nil {
