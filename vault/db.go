@@ -163,13 +163,17 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 	if err != nil {
 		return err
 	}
+	// The rollback is deferred so that a panic in fn, recovered by a
+	// caller, does not leave the only writer connection inside BEGIN
+	// IMMEDIATE, where every later write would wait for it forever.
+	// After a commit it is a no-op (sql.ErrTxDone).
+	defer sqlTx.Rollback()
 	t := &tx{Tx: sqlTx, v: v, now: time.Now().UnixNano(), seq: seq}
 	err = fn(t)
 	if err == nil {
 		err = t.applyTouches()
 	}
 	if err != nil {
-		sqlTx.Rollback()
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
