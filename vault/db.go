@@ -180,10 +180,10 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 		return err
 	}
 	v.ckpt.note(t.data + txOverheadPages*int64(v.pageSize))
-	v.ckpt.bound()
 	for _, f := range t.after {
 		f()
 	}
+	v.ckpt.throttle() // holding nothing: the transaction is over
 	return nil
 }
 

@@ -612,10 +612,14 @@ func (v *Vault) RemoveXattr(ino int64, name string) error {
 	})
 }
 
-// FSStats describes the space of the vault, for statfs(2).
+// FSStats describes the space of the vault, for statfs(2). DBBytes plus
+// DiskFree is the size of the vault's file system, FreeBytes what is
+// free in it: DBBytes-(FreeBytes-DiskFree) is what the vault's data
+// takes, and space released inside the file (free pages, cut from the
+// file in the background) moves to DiskFree without changing FreeBytes.
 type FSStats struct {
-	DBBytes   int64  // bytes the database file occupies
-	FreeBytes int64  // free pages inside the file plus free space on its disk
+	DBBytes   int64  // bytes the database takes on its disk: the file and its -wal
+	FreeBytes int64  // free pages inside the file, its tail past the last page, and DiskFree
 	DiskFree  int64  // free space on the database's file system for this user
 	Inodes    int64  // inodes in use
 	PageSize  int    // the database page size
@@ -649,9 +653,13 @@ func (v *Vault) StatFS() (FSStats, error) {
 	if err := syscall.Statfs(v.path, &sfs); err != nil {
 		return st, wrap("statfs", v.path, err)
 	}
-	st.DBBytes = pages * int64(st.PageSize)
+	// With WAL the file is cut to its last page only at a checkpoint: the
+	// tail until then is free space too (see vacuum.go).
+	file, wal := statSize(v.path), statSize(v.path+"-wal")
+	inside := free*int64(st.PageSize) + max(0, file-pages*int64(st.PageSize))
+	st.DBBytes = file + wal
 	st.DiskFree = int64(sfs.Bavail) * sfs.Bsize
-	st.FreeBytes = free*int64(st.PageSize) + st.DiskFree
+	st.FreeBytes = min(inside, st.DBBytes) + st.DiskFree
 	st.NameMax = MaxNameLen
 	return st, nil
 }
