@@ -72,15 +72,14 @@ const (
 
 // checkpointer runs the background maintenance of a writable vault: the
 // checkpoints of a WAL vault (above) and the release of free pages
-// (vacuum.go). Only its goroutine touches the fields below kick.
+// (vacuum.go). Only its goroutine touches the fields below done.
 type checkpointer struct {
 	v            *Vault
 	db           *sql.DB       // its own connection for PASSIVE checkpoints; nil without WAL
 	pending      atomic.Int64  // estimated WAL bytes since the last checkpoint
 	sinceRestart atomic.Int64  // estimated WAL bytes since the log last started afresh
 	lastNote     atomic.Int64  // time of the last commit, ns
-	restarts     atomic.Int64  // logs restarted, for tests
-	blocked      atomic.Bool   // the last checkpoint stopped short: a reader pins the log
+	blocked      atomic.Bool   // the last copy stopped where the one before did: a reader pins the log
 	waitMu       sync.Mutex    // guards waitCh; never held while waiting
 	waitCh       chan struct{} // closed when the log restarts or a reader blocks it
 	ctx          context.Context
@@ -261,7 +260,6 @@ func (c *checkpointer) maybeRestart() {
 	c.backoff, c.nextRestart = 0, time.Time{}
 	c.sinceRestart.Store(0)
 	c.pending.Store(0)
-	c.restarts.Add(1)
 	c.wake()
 }
 
