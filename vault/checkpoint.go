@@ -26,7 +26,7 @@ import (
 //     committed since the log last started afresh, the goroutine restarts
 //     it: a PASSIVE copy first, and only if that copy reached the end of
 //     the log (no reader pins an older snapshot, so a restart can work), a
-//     RESTART (TRUNCATE when the file is past journalSizeLimit) on the
+//     RESTART (TRUNCATE when the file is far past journalSizeLimit) on the
 //     writer connection with SQLite's busy timeout at 0. Taking the
 //     writer connection queues it behind this process's writers like any
 //     write; it holds them only for the copy of what was committed since
@@ -268,8 +268,12 @@ func (c *checkpointer) maybeRestart() {
 // connection without waiting on busy, and reports whether the log now
 // starts afresh.
 func (c *checkpointer) restart() bool {
+	// A log that a reader let grow far past its bound is cut at once;
+	// otherwise the file is reused, and journalSizeLimit trims it at the
+	// next commit (cutting it to nothing at every restart would make the
+	// file system allocate it again each time).
 	mode := "RESTART"
-	if statSize(c.v.path+"-wal") > journalSizeLimit {
+	if statSize(c.v.path+"-wal") > 2*journalSizeLimit {
 		mode = "TRUNCATE"
 	}
 	// Far past the bound, with the copy complete, only a reader's short

@@ -11,8 +11,14 @@ import (
 
 // Deleting values gives their space back to the disk without an explicit
 // VACUUM: the background releases free pages in steps, and a writer
-// meanwhile is never held up for long.
+// meanwhile is never held up for long. With a rollback journal too.
 func TestDeletedSpaceIsReleased(t *testing.T) {
+	for _, wal := range []bool{true, false} {
+		t.Run(map[bool]string{true: "wal", false: "nowal"}[wal], func(t *testing.T) { testDeletedSpaceIsReleased(t, wal) })
+	}
+}
+
+func testDeletedSpaceIsReleased(t *testing.T, wal bool) {
 	hangWatchdog(t, 3*time.Minute)
 	const (
 		busy    = 2 * time.Second
@@ -23,6 +29,7 @@ func TestDeletedSpaceIsReleased(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vac.db")
 	o := DefaultOptions()
 	o.BusyTimeout = busy
+	o.EnableWAL = wal
 	v, err := Open(path, o)
 	if err != nil {
 		t.Fatal(err)
