@@ -189,6 +189,11 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 	if err != nil {
 		return err
 	}
+	// The rollback is deferred so that a panic in fn, recovered by a
+	// caller, does not leave the only writer connection inside BEGIN
+	// IMMEDIATE, where every later write would wait for it forever.
+	// After a commit it is a no-op (sql.ErrTxDone).
+	defer sqlTx.Rollback()
 	t := &tx{Tx: sqlTx, v: v, now: time.Now().UnixNano(), seq: seq}
 	err = fn(t)
 	if err == nil {
@@ -198,20 +203,19 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 		err = v.roomFor(t)
 	}
 	if err != nil {
-		sqlTx.Rollback()
 		return err
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return err
 	}
 	v.ckpt.note(t.data + txOverheadPages*int64(v.pageSize))
-	v.ckpt.bound()
 	if t.lowSpace {
 		v.afterLowCommit() // see space.go
 	}
 	for _, f := range t.after {
 		f()
 	}
+	v.ckpt.throttle() // holding nothing: the transaction is over
 	return nil
 }
 

@@ -627,10 +627,16 @@ func (v *Vault) RemoveXattr(ino int64, name string) error {
 	})
 }
 
-// FSStats describes the space of the vault, for statfs(2).
+// FSStats describes the space of the vault, for statfs(2). DBBytes plus
+// DiskFree is the size of the vault's file system, FreeBytes what is
+// free in it: DBBytes-(FreeBytes-DiskFree) is what the vault's data
+// takes, and space released inside the file (free pages, cut from the
+// file in the background) moves to DiskFree without changing FreeBytes.
+// The -wal file is left out of both, like any other file on the disk: it
+// comes and goes with checkpoints, not with what the vault holds.
 type FSStats struct {
-	DBBytes   int64  // bytes the database file occupies
-	FreeBytes int64  // free pages inside the file plus free space on its disk
+	DBBytes   int64  // bytes of the database file
+	FreeBytes int64  // free pages inside the file, its tail past the last page, and DiskFree
 	DiskFree  int64  // free space on the database's file system for this user
 	Inodes    int64  // inodes in use
 	PageSize  int    // the database page size
@@ -664,9 +670,15 @@ func (v *Vault) StatFS() (FSStats, error) {
 	if err := syscall.Statfs(v.path, &sfs); err != nil {
 		return st, wrap("statfs", v.path, err)
 	}
-	st.DBBytes = pages * int64(st.PageSize)
+	// With WAL the file is cut to its last page only at a checkpoint: the
+	// tail until then is free space too (see vacuum.go). The other way
+	// round, the newest pages may be in the -wal only: they count as the
+	// file's already.
+	file := max(statSize(v.path), pages*int64(st.PageSize))
+	inside := free*int64(st.PageSize) + file - pages*int64(st.PageSize)
+	st.DBBytes = file
 	st.DiskFree = int64(sfs.Bavail) * sfs.Bsize
-	st.FreeBytes = free*int64(st.PageSize) + st.DiskFree
+	st.FreeBytes = min(inside, st.DBBytes) + st.DiskFree
 	st.NameMax = MaxNameLen
 	return st, nil
 }

@@ -160,7 +160,6 @@ func (v *Vault) open() error {
 	if v.wal {
 		v.w = openPool(v.path, &v.opts, writerPool, true,
 			fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutoCheckpointBytes/st.pageSize))
-		v.startCheckpointer()
 	} else {
 		v.w = openPool(v.path, &v.opts, writerPool, false)
 	}
@@ -173,6 +172,7 @@ func (v *Vault) open() error {
 	// does, and keeps the daemon's C memory near what it was.
 	v.meta = openPool(v.path, &v.opts, readerPool, v.wal, "PRAGMA mmap_size = 0",
 		fmt.Sprintf("PRAGMA cache_size = -%d", min(v.opts.CacheKB, metaCacheKB)))
+	v.startCheckpointer() // checkpoints and the release of free pages, in the background
 	return v.collectOrphans()
 }
 
@@ -312,7 +312,9 @@ func (v *Vault) Sync() error {
 
 // Optimize rebuilds the database file (VACUUM), returning the space of
 // deleted values to the file system. It needs free disk space about the
-// size of the database and blocks writers while it runs.
+// size of the database and blocks writers while it runs. A vault created
+// without incremental auto-vacuum is converted, so that from then on its
+// free pages are released in the background (see vacuum.go).
 func (v *Vault) Optimize() error {
 	if _, err := v.FlushCache(); err != nil {
 		return wrap("optimize", "", err)
@@ -320,7 +322,7 @@ func (v *Vault) Optimize() error {
 	if v.readOnly {
 		return wrap("optimize", "", v.readOnlyErr())
 	}
-	if _, err := v.w.Exec("VACUUM"); err != nil {
+	if err := v.vacuum(); err != nil {
 		return wrap("optimize", "", err)
 	}
 	_, err := v.w.Exec("PRAGMA optimize")
