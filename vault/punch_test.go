@@ -26,7 +26,7 @@ func TestZeroRangeDeletesWholeChunks(t *testing.T) {
 	if err := f.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if s := c.stmts.Load(); s > 8 {
+	if s := c.stmts.Load(); s > 10 { // a constant: the size, two edges, the DELETE, the inode
 		t.Errorf("punching %d chunks ran %d statements; want a few (one DELETE for the whole chunks)", n, s)
 	}
 	var rows int

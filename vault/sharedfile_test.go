@@ -443,7 +443,7 @@ func TestWriteOutErrorGoesToItsFile(t *testing.T) {
 // while it waits for the write lock.
 func TestReadsNeverWaitForWriteLock(t *testing.T) {
 	o := smallChunks()
-	o.BusyTimeout, o.Retries = 2*time.Second, 0
+	o.BusyTimeout, o.Retries = 5*time.Second, 0
 	v := openTest(t, o)
 	mustPut(t, v, "f", bytes.Repeat([]byte("s"), 64*4096))
 	w, err := v.OpenFile("f", os.O_RDWR, 0)
@@ -489,17 +489,18 @@ func TestReadsNeverWaitForWriteLock(t *testing.T) {
 			}
 		}()
 	}
-	// Another process holds the write lock for 500 ms at a time: a read
-	// that waited for it would take that long.
-	for i := 0; i < 10 && worst.Load() < int64(300*time.Millisecond); i++ {
+	// Another process holds the write lock for 2 s at a time: a read
+	// that waited for it would take about that long, far more than a
+	// read on a busy machine.
+	for i := 0; i < 4 && worst.Load() < int64(time.Second); i++ {
 		time.Sleep(100 * time.Millisecond)
 		release := lockWriter(t, v.Path())
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(2 * time.Second)
 		release()
 	}
 	close(stop)
 	wg.Wait()
-	if d := time.Duration(worst.Load()); d > 300*time.Millisecond {
+	if d := time.Duration(worst.Load()); d > time.Second {
 		t.Fatalf("a ReadAt took %v while another process held the write lock", d)
 	}
 }
