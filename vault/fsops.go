@@ -441,8 +441,8 @@ type SetAttr struct {
 func (v *Vault) SetAttr(ino int64, a SetAttr) (Inode, error) {
 	oi := v.files.lookup(ino)
 	if a.Size != nil {
-		if *a.Size < 0 {
-			return Inode{}, wrap("setattr", "", fmt.Errorf("%w: negative size", ErrInvalidArgument))
+		if err := checkSize(*a.Size); err != nil {
+			return Inode{}, wrap("setattr", "", err)
 		}
 		var err error
 		if oi != nil {

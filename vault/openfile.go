@@ -404,6 +404,9 @@ func chunksSpanned(cs, off int64, n int) int64 {
 
 // writeLocked is writeAt with oi.mu held.
 func (oi *openInode) writeLocked(v *Vault, p []byte, off int64) error {
+	if err := CheckRange(off, int64(len(p))); err != nil { // an append chooses off under the lock
+		return err
+	}
 	if len(p) == 0 {
 		return nil
 	}

@@ -79,6 +79,9 @@ func (v *Vault) PutReader(key string, r io.Reader, size int64) error {
 	if size < -1 {
 		return wrap("put", key, fmt.Errorf("%w: size %d", ErrInvalidArgument, size))
 	}
+	if size > MaxFileSize {
+		return wrap("put", key, checkSize(size))
+	}
 	if v.readOnly {
 		return wrap("put", key, v.readOnlyErr())
 	}
@@ -142,6 +145,10 @@ func (v *Vault) streamPut(kp keyPath, r io.Reader, buf []byte, n int) error {
 		off += int64(n)
 		var rerr error
 		n, rerr = io.ReadFull(r, buf)
+		if err := CheckRange(off, int64(n)); err != nil { // a stream of unknown size past the limit
+			v.abandon(sid, in.ID)
+			return wrap("put", kp.key, err)
+		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			break
 		}
