@@ -17,7 +17,51 @@ import (
 // castagnoli is CRC-32C, hardware-accelerated by hash/crc32.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+// chunkCRC is the checksum stored with chunk idx of inode ino. In format
+// 2 it is the CRC-32C of a 24-byte header, the little-endian inode,
+// index and length, followed by the data, so a chunk that is swapped
+// with another, moved to another place or replaced by one of another
+// length fails it even when its data and CRC travel together. Format 1
+// checksummed the data alone; its vaults keep that checksum (see
+// FormatVersion) and are checked for place and length separately.
+//
+// Every read computes it, so it allocates nothing: the header is fed to
+// the table byte by byte (24 steps), because a header array handed to
+// crc32.Update escapes to the heap (the hardware path is called through
+// a function value); the data then takes the hardware path.
+func chunkCRC(format, ino, idx int64, data []byte) uint32 {
+	if format < 2 {
+		return crc32.Checksum(data, castagnoli)
+	}
+	crc := ^uint32(0)
+	for _, x := range [3]uint64{uint64(ino), uint64(idx), uint64(len(data))} {
+		for range 8 {
+			crc = castagnoli[byte(crc)^byte(x)] ^ (crc >> 8)
+			x >>= 8
+		}
+	}
+	return crc32.Update(^crc, castagnoli, data)
+}
+
+// checkChunk checks one stored chunk row of an inode whose chunk size is
+// cs and whose size is size: the blob holds the length recorded (n), the
+// length is within one chunk, the chunk ends within the file, and the
+// checksum matches. It returns what is wrong, or "".
+func checkChunk(format, ino, idx, n int64, crc uint32, cs, size int64, data []byte) string {
+	switch {
+	case int64(len(data)) != n:
+		return fmt.Sprintf("chunk %d holds %d bytes, its row says %d", idx, len(data), n)
+	case cs < 1 || cs > maxChunkSize:
+		return fmt.Sprintf("chunk size %d out of range", cs)
+	case n < 1 || n > cs:
+		return fmt.Sprintf("chunk %d is %d bytes, outside (0, %d]", idx, n, cs)
+	case idx < 0 || idx > MaxFileSize/cs || idx*cs+n > size:
+		return fmt.Sprintf("chunk %d (%d bytes) lies past the end of the file (%d bytes)", idx, n, size)
+	case chunkCRC(format, ino, idx, data) != crc:
+		return fmt.Sprintf("chunk %d fails its checksum", idx)
+	}
+	return ""
+}
 
 // zeros is compared against to detect all-zero chunks, which are stored
 // as holes.
@@ -35,24 +79,31 @@ func allZero(b []byte) bool {
 }
 
 // scanChunks reads the stored chunks first..last of inode in index order,
-// verifies each against its checksum and passes it to fn. The slice is
-// only valid during the call. A damaged chunk is ErrCorrupt naming it.
+// verifies each (checkChunk) and passes it to fn. The slice is only
+// valid during the call. A damaged chunk is ErrCorrupt naming it.
+//
+// The inode's chunk size and size come with the rows, from the same
+// snapshot, so that a chunk of the wrong length or past the end of the
+// file is caught in vaults of format 1 too, whose checksums do not cover
+// the chunk's place. SQLite reads the inode row once (it is the outer
+// loop of the join, found by its key).
 func (v *Vault) scanChunks(q querier, ino, first, last int64, fn func(idx int64, data []byte) error) error {
-	rows, err := q.Query(v.sql(`SELECT idx, len, crc, data FROM {t}_chunks
-		WHERE inode = ? AND idx BETWEEN ? AND ? ORDER BY idx`), ino, first, last)
+	rows, err := q.Query(v.sql(`SELECT c.idx, c.len, c.crc, i.chunk_size, i.size, c.data
+		FROM {t}_inodes i JOIN {t}_chunks c ON c.inode = i.id
+		WHERE i.id = ?1 AND c.idx BETWEEN ?2 AND ?3 ORDER BY c.idx`), ino, first, last)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var idx, n int64
+		var idx, n, cs, size int64
 		var crc uint32
 		var data sql.RawBytes
-		if err := rows.Scan(&idx, &n, &crc, &data); err != nil {
+		if err := rows.Scan(&idx, &n, &crc, &cs, &size, &data); err != nil {
 			return err
 		}
-		if int64(len(data)) != n || checksum(data) != crc {
-			return fmt.Errorf("%w: chunk %d of inode %d fails its checksum", ErrCorrupt, idx, ino)
+		if bad := checkChunk(v.format, ino, idx, n, crc, cs, size, data); bad != "" {
+			return fmt.Errorf("%w: inode %d: %s", ErrCorrupt, ino, bad)
 		}
 		if err := fn(idx, data); err != nil {
 			return err
@@ -71,7 +122,7 @@ func (t *tx) putChunk(ino, idx int64, data []byte) error {
 	t.data += int64(len(data))
 	_, err := t.Exec(t.v.sql(`INSERT INTO {t}_chunks (inode, idx, len, crc, data) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (inode, idx) DO UPDATE SET len = excluded.len, crc = excluded.crc, data = excluded.data`),
-		ino, idx, len(data), checksum(data), data)
+		ino, idx, len(data), chunkCRC(t.v.format, ino, idx, data), data)
 	return err
 }
 

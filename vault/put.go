@@ -226,7 +226,7 @@ func (t *tx) link(kp keyPath, in *Inode) error {
 		}
 		return t.setOneLink(in)
 	}
-	old, err := t.v.lookupEntry(t, parent, name)
+	old, err := t.v.lookupLinked(t, parent, name)
 	switch {
 	case err != nil:
 		return err
@@ -324,7 +324,7 @@ func (t *tx) deleteKey(kp keyPath) error {
 	if err != nil {
 		return err
 	}
-	in, err := t.v.lookupEntry(t, parent, name)
+	in, err := t.v.lookupLinked(t, parent, name)
 	if err != nil {
 		return err
 	}
