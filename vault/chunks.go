@@ -78,17 +78,23 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// chunkFitsSQL is checkChunk's test of length and place, in SQL, for the
+// read path: one 0/1 column rather than the inode's chunk size and size,
+// which database/sql would box (allocate) for every row read.
+var chunkFitsSQL = fmt.Sprintf(`coalesce(i.chunk_size BETWEEN 1 AND %d AND c.len BETWEEN 1 AND i.chunk_size
+	AND c.idx BETWEEN 0 AND %d / i.chunk_size AND c.idx * i.chunk_size + c.len <= i.size, 0)`, maxChunkSize, MaxFileSize)
+
 // scanChunks reads the stored chunks first..last of inode in index order,
-// verifies each (checkChunk) and passes it to fn. The slice is only
-// valid during the call. A damaged chunk is ErrCorrupt naming it.
+// verifies each and passes it to fn. The slice is only valid during the
+// call. A damaged chunk is ErrCorrupt naming it.
 //
-// The inode's chunk size and size come with the rows, from the same
-// snapshot, so that a chunk of the wrong length or past the end of the
-// file is caught in vaults of format 1 too, whose checksums do not cover
-// the chunk's place. SQLite reads the inode row once (it is the outer
-// loop of the join, found by its key).
+// The inode row is joined in (SQLite reads it once, as the outer loop,
+// by its key) so that, in the same snapshot, each chunk is checked to be
+// no longer than the chunk size and to end within the file: that catches
+// a chunk of the wrong length in vaults of format 1 too, whose checksums
+// do not cover the chunk's place.
 func (v *Vault) scanChunks(q querier, ino, first, last int64, fn func(idx int64, data []byte) error) error {
-	rows, err := q.Query(v.sql(`SELECT c.idx, c.len, c.crc, i.chunk_size, i.size, c.data
+	rows, err := q.Query(v.sql(`SELECT c.idx, c.len, c.crc, `+chunkFitsSQL+`, c.data
 		FROM {t}_inodes i JOIN {t}_chunks c ON c.inode = i.id
 		WHERE i.id = ?1 AND c.idx BETWEEN ?2 AND ?3 ORDER BY c.idx`), ino, first, last)
 	if err != nil {
@@ -96,14 +102,19 @@ func (v *Vault) scanChunks(q querier, ino, first, last int64, fn func(idx int64,
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var idx, n, cs, size int64
+		var idx, n, fits int64
 		var crc uint32
 		var data sql.RawBytes
-		if err := rows.Scan(&idx, &n, &crc, &cs, &size, &data); err != nil {
+		if err := rows.Scan(&idx, &n, &crc, &fits, &data); err != nil {
 			return err
 		}
-		if bad := checkChunk(v.format, ino, idx, n, crc, cs, size, data); bad != "" {
-			return fmt.Errorf("%w: inode %d: %s", ErrCorrupt, ino, bad)
+		switch {
+		case int64(len(data)) != n:
+			return fmt.Errorf("%w: inode %d: chunk %d holds %d bytes, its row says %d", ErrCorrupt, ino, idx, len(data), n)
+		case fits == 0:
+			return fmt.Errorf("%w: inode %d: chunk %d (%d bytes) is longer than a chunk or lies past the end of the file", ErrCorrupt, ino, idx, n)
+		case chunkCRC(v.format, ino, idx, data) != crc:
+			return fmt.Errorf("%w: inode %d: chunk %d fails its checksum", ErrCorrupt, ino, idx)
 		}
 		if err := fn(idx, data); err != nil {
 			return err
