@@ -20,6 +20,7 @@ var errnoMap = []struct {
 	{vault.ErrNotDir, syscall.ENOTDIR},
 	{vault.ErrIsDir, syscall.EISDIR},
 	{vault.ErrNameTooLong, syscall.ENAMETOOLONG},
+	{vault.ErrTooLarge, syscall.EFBIG},
 	{vault.ErrPermission, syscall.EPERM},
 	{vault.ErrReadOnly, syscall.EROFS},
 	{vault.ErrNoSpace, syscall.ENOSPC},

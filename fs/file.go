@@ -167,6 +167,12 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 // the size; punching a hole or zeroing a range makes it a hole.
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	keepSize := mode&unix.FALLOC_FL_KEEP_SIZE != 0
+	if off > uint64(vault.MaxFileSize) || size > uint64(vault.MaxFileSize) {
+		return syscall.EFBIG // before the sum below can overflow
+	}
+	if err := vault.CheckRange(int64(off), int64(size)); err != nil {
+		return toErrno(err)
+	}
 	end := int64(off + size)
 	switch mode &^ unix.FALLOC_FL_KEEP_SIZE {
 	case 0:

@@ -17,7 +17,51 @@ import (
 // castagnoli is CRC-32C, hardware-accelerated by hash/crc32.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+// chunkCRC is the checksum stored with chunk idx of inode ino. In format
+// 2 it is the CRC-32C of a 24-byte header, the little-endian inode,
+// index and length, followed by the data, so a chunk that is swapped
+// with another, moved to another place or replaced by one of another
+// length fails it even when its data and CRC travel together. Format 1
+// checksummed the data alone; its vaults keep that checksum (see
+// FormatVersion) and are checked for place and length separately.
+//
+// Every read computes it, so it allocates nothing: the header is fed to
+// the table byte by byte (24 steps), because a header array handed to
+// crc32.Update escapes to the heap (the hardware path is called through
+// a function value); the data then takes the hardware path.
+func chunkCRC(format, ino, idx int64, data []byte) uint32 {
+	if format < 2 {
+		return crc32.Checksum(data, castagnoli)
+	}
+	crc := ^uint32(0)
+	for _, x := range [3]uint64{uint64(ino), uint64(idx), uint64(len(data))} {
+		for range 8 {
+			crc = castagnoli[byte(crc)^byte(x)] ^ (crc >> 8)
+			x >>= 8
+		}
+	}
+	return crc32.Update(^crc, castagnoli, data)
+}
+
+// checkChunk checks one stored chunk row of an inode whose chunk size is
+// cs and whose size is size: the blob holds the length recorded (n), the
+// length is within one chunk, the chunk ends within the file, and the
+// checksum matches. It returns what is wrong, or "".
+func checkChunk(format, ino, idx, n int64, crc uint32, cs, size int64, data []byte) string {
+	switch {
+	case int64(len(data)) != n:
+		return fmt.Sprintf("chunk %d holds %d bytes, its row says %d", idx, len(data), n)
+	case cs < 1 || cs > maxChunkSize:
+		return fmt.Sprintf("chunk size %d out of range", cs)
+	case n < 1 || n > cs:
+		return fmt.Sprintf("chunk %d is %d bytes, outside (0, %d]", idx, n, cs)
+	case idx < 0 || idx > MaxFileSize/cs || idx*cs+n > size:
+		return fmt.Sprintf("chunk %d (%d bytes) lies past the end of the file (%d bytes)", idx, n, size)
+	case chunkCRC(format, ino, idx, data) != crc:
+		return fmt.Sprintf("chunk %d fails its checksum", idx)
+	}
+	return ""
+}
 
 // zeros is compared against to detect all-zero chunks, which are stored
 // as holes.
@@ -34,25 +78,43 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// chunkFitsSQL is checkChunk's test of length and place, in SQL, for the
+// read path: one 0/1 column rather than the inode's chunk size and size,
+// which database/sql would box (allocate) for every row read.
+var chunkFitsSQL = fmt.Sprintf(`coalesce(i.chunk_size BETWEEN 1 AND %d AND c.len BETWEEN 1 AND i.chunk_size
+	AND c.idx BETWEEN 0 AND %d / i.chunk_size AND c.idx * i.chunk_size + c.len <= i.size, 0)`, maxChunkSize, MaxFileSize)
+
 // scanChunks reads the stored chunks first..last of inode in index order,
-// verifies each against its checksum and passes it to fn. The slice is
-// only valid during the call. A damaged chunk is ErrCorrupt naming it.
+// verifies each and passes it to fn. The slice is only valid during the
+// call. A damaged chunk is ErrCorrupt naming it.
+//
+// The inode row is joined in (SQLite reads it once, as the outer loop,
+// by its key) so that, in the same snapshot, each chunk is checked to be
+// no longer than the chunk size and to end within the file: that catches
+// a chunk of the wrong length in vaults of format 1 too, whose checksums
+// do not cover the chunk's place.
 func (v *Vault) scanChunks(q querier, ino, first, last int64, fn func(idx int64, data []byte) error) error {
-	rows, err := q.Query(v.sql(`SELECT idx, len, crc, data FROM {t}_chunks
-		WHERE inode = ? AND idx BETWEEN ? AND ? ORDER BY idx`), ino, first, last)
+	rows, err := q.Query(v.sql(`SELECT c.idx, c.len, c.crc, `+chunkFitsSQL+`, c.data
+		FROM {t}_inodes i JOIN {t}_chunks c ON c.inode = i.id
+		WHERE i.id = ?1 AND c.idx BETWEEN ?2 AND ?3 ORDER BY c.idx`), ino, first, last)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var idx, n int64
+		var idx, n, fits int64
 		var crc uint32
 		var data sql.RawBytes
-		if err := rows.Scan(&idx, &n, &crc, &data); err != nil {
+		if err := rows.Scan(&idx, &n, &crc, &fits, &data); err != nil {
 			return err
 		}
-		if int64(len(data)) != n || checksum(data) != crc {
-			return fmt.Errorf("%w: chunk %d of inode %d fails its checksum", ErrCorrupt, idx, ino)
+		switch {
+		case int64(len(data)) != n:
+			return fmt.Errorf("%w: inode %d: chunk %d holds %d bytes, its row says %d", ErrCorrupt, ino, idx, len(data), n)
+		case fits == 0:
+			return fmt.Errorf("%w: inode %d: chunk %d (%d bytes) is longer than a chunk or lies past the end of the file", ErrCorrupt, ino, idx, n)
+		case chunkCRC(v.format, ino, idx, data) != crc:
+			return fmt.Errorf("%w: inode %d: chunk %d fails its checksum", ErrCorrupt, ino, idx)
 		}
 		if err := fn(idx, data); err != nil {
 			return err
@@ -71,7 +133,7 @@ func (t *tx) putChunk(ino, idx int64, data []byte) error {
 	t.data += int64(len(data))
 	_, err := t.Exec(t.v.sql(`INSERT INTO {t}_chunks (inode, idx, len, crc, data) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (inode, idx) DO UPDATE SET len = excluded.len, crc = excluded.crc, data = excluded.data`),
-		ino, idx, len(data), checksum(data), data)
+		ino, idx, len(data), chunkCRC(t.v.format, ino, idx, data), data)
 	return err
 }
 

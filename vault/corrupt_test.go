@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"database/sql"
 	"errors"
+	"hash/crc32"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -248,5 +250,157 @@ func checkErrNames(t *testing.T, err error, op, key string) {
 	}
 	if msg := err.Error(); !strings.Contains(msg, op) || !strings.Contains(msg, quoteKey(key)) {
 		t.Errorf("message %q does not name the operation %q and key %q", msg, op, key)
+	}
+}
+
+// Checksums bound to the chunk's place: a chunk swapped or moved with
+// its CRC, or replaced by one of another length with a CRC of its data,
+// is ErrCorrupt and reported by Verify. Before format 2 the CRC covered
+// the data alone, so Verify said ok and Get returned the wrong bytes.
+
+// placeVault stores "a" and "b", three full chunks and a partial one
+// each, closes the vault and returns its path and the inodes.
+func placeVault(t *testing.T) (path string, a, b int64) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "v.db")
+	v, err := Open(path, smallChunks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, v, "a", genBytes(21, 3*4096+500))
+	mustPut(t, v, "b", genBytes(22, 3*4096+500))
+	sa, _ := v.Stat("a")
+	sb, _ := v.Stat("b")
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path, sa.ID, sb.ID
+}
+
+// oldCRC is the format 1 checksum: the data alone.
+func oldCRC(data []byte) uint32 { return crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)) }
+
+// chunkRow reads one chunk's data and crc.
+func chunkRow(t *testing.T, db *sql.DB, ino, idx int64) ([]byte, int64) {
+	t.Helper()
+	var data []byte
+	var crc int64
+	if err := db.QueryRow(`SELECT data, crc FROM kvault_chunks WHERE inode = ? AND idx = ?`, ino, idx).Scan(&data, &crc); err != nil {
+		t.Fatal(err)
+	}
+	return data, crc
+}
+
+func setChunk(t *testing.T, db *sql.DB, ino, idx int64, data []byte, crc int64) {
+	t.Helper()
+	rawExec(t, db, `UPDATE kvault_chunks SET data = ?, len = ?, crc = ? WHERE inode = ? AND idx = ?`, data, len(data), crc, ino, idx)
+}
+
+// placeDamages move chunks around with their checksums.
+var placeDamages = []struct {
+	name   string
+	victim string // the key that reads wrong bytes
+	do     func(t *testing.T, db *sql.DB, a, b int64)
+}{
+	{"two chunks of a file swapped", "a", func(t *testing.T, db *sql.DB, a, _ int64) {
+		d0, c0 := chunkRow(t, db, a, 0)
+		d1, c1 := chunkRow(t, db, a, 1)
+		setChunk(t, db, a, 0, d1, c1)
+		setChunk(t, db, a, 1, d0, c0)
+	}},
+	{"a chunk copied from another file", "a", func(t *testing.T, db *sql.DB, a, b int64) {
+		d, c := chunkRow(t, db, b, 1)
+		setChunk(t, db, a, 1, d, c)
+	}},
+	{"a chunk replaced by a shorter one with the CRC of its data", "a", func(t *testing.T, db *sql.DB, a, _ int64) {
+		d := genBytes(99, 100)
+		setChunk(t, db, a, 1, d, int64(oldCRC(d)))
+	}},
+	{"the last chunk replaced by a longer one with the CRC of its data", "a", func(t *testing.T, db *sql.DB, a, _ int64) {
+		d := genBytes(98, 4096)
+		setChunk(t, db, a, 3, d, int64(oldCRC(d)))
+	}},
+	{"a chunk replaced by one longer than a chunk", "a", func(t *testing.T, db *sql.DB, a, _ int64) {
+		d := genBytes(97, 8192)
+		setChunk(t, db, a, 1, d, int64(oldCRC(d)))
+	}},
+}
+
+func TestMovedChunkIsDetected(t *testing.T) {
+	for _, pd := range placeDamages {
+		t.Run(pd.name, func(t *testing.T) {
+			path, a, b := placeVault(t)
+			db := rawDB(t, path, false)
+			pd.do(t, db, a, b)
+			db.Close()
+			v, err := Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			got, err := v.Get(pd.victim)
+			if !errors.Is(err, ErrCorrupt) || got != nil {
+				t.Errorf("Get = %d bytes, %v; want ErrCorrupt", len(got), err)
+			}
+			var buf bytes.Buffer
+			if _, err := v.GetTo(pd.victim, &buf); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("GetTo: %v; want ErrCorrupt", err)
+			}
+			var found []Damage
+			if _, err := v.Verify(func(d Damage) { found = append(found, d) }); err != nil {
+				t.Fatal(err)
+			}
+			if len(found) != 1 || !slices.Equal(found[0].Keys, []string{pd.victim}) || !errors.Is(found[0].Err, ErrCorrupt) {
+				t.Errorf("Verify found %+v; want one damage of %q", found, pd.victim)
+			}
+			// The file the chunk came from is untouched.
+			if got := mustGet(t, v, "b"); !bytes.Equal(got, genBytes(22, 3*4096+500)) {
+				t.Error("b reads back wrong")
+			}
+		})
+	}
+}
+
+// TestMovedChunkFormat1 checks what a format-1 vault, whose checksums
+// cover the data alone, still catches: a chunk of the wrong length.
+func TestMovedChunkFormat1(t *testing.T) {
+	data, err := os.ReadFile(fixturePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pd := range placeDamages[3:] { // longer than the chunk or the file allows
+		t.Run(pd.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "format1.db")
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			db := rawDB(t, path, false)
+			var ino int64
+			if err := db.QueryRow(`SELECT child FROM kvault_dentries WHERE name = 'a.mp4'`).Scan(&ino); err != nil {
+				t.Fatal(err)
+			}
+			pd.do(t, db, ino, 0)
+			db.Close()
+			v, err := Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			if got, err := v.Get("clips/2024/a.mp4"); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Get = %d bytes, %v; want ErrCorrupt", len(got), err)
+			}
+			var found []Damage
+			if _, err := v.Verify(func(d Damage) { found = append(found, d) }); err != nil {
+				t.Fatal(err)
+			}
+			if len(found) != 1 || found[0].Ino != ino {
+				t.Errorf("Verify found %+v; want one damage of inode %d", found, ino)
+			}
+			// New writes to a format-1 vault stay readable by format 1.
+			mustPut(t, v, "new", genBytes(5, 9000))
+			if got := mustGet(t, v, "new"); !bytes.Equal(got, genBytes(5, 9000)) {
+				t.Error("a new value in the format-1 vault reads back wrong")
+			}
+		})
 	}
 }

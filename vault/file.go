@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -138,6 +139,9 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, wrap("read", f.name, fmt.Errorf("%w: negative offset", ErrInvalidArgument))
 	}
+	if off >= MaxFileSize {
+		return 0, io.EOF // no file reaches it, and off+len(p) could overflow below
+	}
 	n, err := f.oi.readAt(f.v, p, off)
 	if err == io.EOF {
 		return n, io.EOF
@@ -163,8 +167,8 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.check("write", true); err != nil {
 		return 0, err
 	}
-	if off < 0 || off > (1<<62) {
-		return 0, wrap("write", f.name, fmt.Errorf("%w: offset %d", ErrInvalidArgument, off))
+	if err := CheckRange(off, int64(len(p))); err != nil {
+		return 0, wrap("write", f.name, err)
 	}
 	if err := f.oi.writeAt(f.v, p, off); err != nil {
 		return 0, wrap("write", f.name, err)
@@ -211,21 +215,34 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:
-		offset += f.off
+		offset = addOffset(f.off, offset)
 	case io.SeekEnd:
 		in, err := f.Stat()
 		if err != nil {
 			return 0, err
 		}
-		offset += in.Size
+		offset = addOffset(in.Size, offset)
 	default:
 		return 0, wrap("seek", f.name, fmt.Errorf("%w: whence %d", ErrInvalidArgument, whence))
 	}
 	if offset < 0 {
 		return 0, wrap("seek", f.name, fmt.Errorf("%w: negative offset", ErrInvalidArgument))
 	}
+	if offset > MaxFileSize {
+		// lseek(2) says EINVAL past the largest offset a file may have.
+		return 0, wrap("seek", f.name, fmt.Errorf("%w: offset %d is past the largest file size, %d bytes", ErrInvalidArgument, offset, MaxFileSize))
+	}
 	f.off = offset
 	return offset, nil
+}
+
+// addOffset returns base+delta, or -1 when the sum overflows (base is
+// never negative, so only a positive delta can overflow).
+func addOffset(base, delta int64) int64 {
+	if delta > 0 && base > math.MaxInt64-delta {
+		return -1
+	}
+	return base + delta
 }
 
 // Generation returns the inode's data generation as this process last
@@ -260,8 +277,8 @@ func (f *File) Truncate(size int64) error {
 	if err := f.check("truncate", true); err != nil {
 		return err
 	}
-	if size < 0 {
-		return wrap("truncate", f.name, fmt.Errorf("%w: negative size", ErrInvalidArgument))
+	if err := checkSize(size); err != nil {
+		return wrap("truncate", f.name, err)
 	}
 	return wrap("truncate", f.name, f.oi.truncate(f.v, size))
 }
@@ -274,8 +291,8 @@ func (f *File) Grow(size int64) error {
 	if err := f.check("allocate", true); err != nil {
 		return err
 	}
-	if size < 0 {
-		return wrap("allocate", f.name, fmt.Errorf("%w: negative size", ErrInvalidArgument))
+	if err := checkSize(size); err != nil {
+		return wrap("allocate", f.name, err)
 	}
 	return wrap("allocate", f.name, f.oi.grow(f.v, size))
 }

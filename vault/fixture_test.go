@@ -3,6 +3,7 @@ package vault
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,12 +11,16 @@ import (
 	"testing"
 )
 
-// The committed fixture testdata/format1.db is a small vault of format
-// version 1. A build that can no longer read it has broken the file
-// format. KVAULT_WRITE_FIXTURE=1 rewrites it from fixtureValues (only do
-// that for a new format, in a new file).
+// The committed fixtures testdata/formatN.db are small vaults of each
+// released format version. A build that can no longer read one has
+// broken the file format. KVAULT_WRITE_FIXTURE=1 writes the fixture of
+// the current format (FormatVersion) from fixtureValues; the fixtures of
+// older formats are never rewritten.
 
 const fixturePath = "testdata/format1.db"
+
+// fixturePathOf is the fixture of format version n.
+func fixturePathOf(n int) string { return fmt.Sprintf("testdata/format%d.db", n) }
 
 // fixtureValues are the keys and values stored in the fixture.
 var fixtureValues = map[string][]byte{
@@ -86,27 +91,33 @@ func writeFixture(t *testing.T, path string) {
 	}
 }
 
-func TestFormat1Fixture(t *testing.T) {
-	if os.Getenv("KVAULT_WRITE_FIXTURE") == "1" {
+func TestFormat1Fixture(t *testing.T) { testFixture(t, 1) }
+
+// TestFormat2Fixture: format 2 binds each chunk's checksum to its place.
+func TestFormat2Fixture(t *testing.T) { testFixture(t, 2) }
+
+func testFixture(t *testing.T, version int) {
+	fixturePath := fixturePathOf(version)
+	if os.Getenv("KVAULT_WRITE_FIXTURE") == "1" && version == FormatVersion {
 		writeFixture(t, fixturePath)
 		t.Logf("wrote %s: %d bytes", fixturePath, fileSize(fixturePath))
 	}
 	data, err := os.ReadFile(fixturePath)
 	if err != nil {
-		t.Fatalf("the format 1 fixture is missing (KVAULT_WRITE_FIXTURE=1 writes it): %v", err)
+		t.Fatalf("the format %d fixture is missing (KVAULT_WRITE_FIXTURE=1 writes the current one): %v", version, err)
 	}
 	if len(data) > 100<<10 {
 		t.Errorf("the fixture is %d bytes; keep it under 100 KiB", len(data))
 	}
 	// Work on a copy: opening writes to the file (and its -wal).
-	path := filepath.Join(t.TempDir(), "format1.db")
+	path := filepath.Join(t.TempDir(), filepath.Base(fixturePath))
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	db := rawDB(t, path, true)
-	var version int
-	if err := db.QueryRow(`SELECT value FROM kvault_meta WHERE key = 'format'`).Scan(&version); err != nil || version != 1 {
-		t.Fatalf("fixture format = %d, %v; want 1", version, err)
+	var got int
+	if err := db.QueryRow(`SELECT value FROM kvault_meta WHERE key = 'format'`).Scan(&got); err != nil || got != version {
+		t.Fatalf("fixture format = %d, %v; want %d", got, err, version)
 	}
 	db.Close()
 

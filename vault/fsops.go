@@ -216,7 +216,7 @@ func (v *Vault) Unlink(parent int64, name string) error {
 		if isReserved(parent, name) {
 			return fmt.Errorf("%w: %s is managed by the vault", ErrPermission, "/"+ReservedDir)
 		}
-		in, err := v.lookupEntry(t, parent, name)
+		in, err := v.lookupLinked(t, parent, name)
 		if err != nil {
 			return err
 		}
@@ -287,14 +287,14 @@ func (t *tx) rename(src, dst entryRef, flags RenameFlags) error {
 	if err := validName(dst.name); err != nil {
 		return err
 	}
-	from, err := v.lookupEntry(t, src.parent, src.name)
+	from, err := v.lookupLinked(t, src.parent, src.name)
 	if err != nil {
 		return err
 	}
 	if err := t.checkParent(dst.parent); err != nil && dst.parent != keysIno {
 		return err
 	}
-	to, err := v.lookupEntry(t, dst.parent, dst.name)
+	to, err := v.lookupLinked(t, dst.parent, dst.name)
 	exists := err == nil
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
@@ -445,8 +445,8 @@ type SetAttr struct {
 func (v *Vault) SetAttr(ino int64, a SetAttr) (Inode, error) {
 	oi := v.files.lookup(ino)
 	if a.Size != nil {
-		if *a.Size < 0 {
-			return Inode{}, wrap("setattr", "", fmt.Errorf("%w: negative size", ErrInvalidArgument))
+		if err := checkSize(*a.Size); err != nil {
+			return Inode{}, wrap("setattr", "", err)
 		}
 		var err error
 		if oi != nil {

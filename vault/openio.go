@@ -224,6 +224,9 @@ func (oi *openInode) writeAt(v *Vault, p []byte, off int64) error {
 	if err := v.cache.reserve(v, oi, chunksSpanned(oi.cs, off, len(p))); err != nil {
 		return err
 	}
+	if err := CheckRange(off, int64(len(p))); err != nil {
+		return err
+	}
 	oi.mu.Lock()
 	defer oi.mu.Unlock()
 	end := off + int64(len(p))
@@ -469,6 +472,9 @@ func (oi *openInode) appendData(v *Vault, p []byte) (int64, error) {
 	err := v.update("append", "", func(t *tx) error {
 		var err error
 		if off, err = t.storedSize(oi.ino); err != nil {
+			return err
+		}
+		if err := CheckRange(off, int64(len(p))); err != nil { // the end is chosen here
 			return err
 		}
 		end := off + int64(len(p))

@@ -73,6 +73,9 @@ func (v *Vault) PutReader(key string, r io.Reader, size int64) error {
 	if size < -1 {
 		return wrap("put", key, fmt.Errorf("%w: size %d", ErrInvalidArgument, size))
 	}
+	if size > MaxFileSize {
+		return wrap("put", key, checkSize(size))
+	}
 	if v.readOnly {
 		return wrap("put", key, v.readOnlyErr())
 	}
@@ -136,6 +139,10 @@ func (v *Vault) streamPut(kp keyPath, r io.Reader, buf []byte, n int) error {
 		off += int64(n)
 		var rerr error
 		n, rerr = io.ReadFull(r, buf)
+		if err := CheckRange(off, int64(n)); err != nil { // a stream of unknown size past the limit
+			v.abandon(sid, in.ID)
+			return wrap("put", kp.key, err)
+		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			break
 		}
@@ -213,7 +220,7 @@ func (t *tx) link(kp keyPath, in *Inode) error {
 		}
 		return t.setOneLink(in)
 	}
-	old, err := t.v.lookupEntry(t, parent, name)
+	old, err := t.v.lookupLinked(t, parent, name)
 	switch {
 	case err != nil:
 		return err
@@ -311,7 +318,7 @@ func (t *tx) deleteKey(kp keyPath) error {
 	if err != nil {
 		return err
 	}
-	in, err := t.v.lookupEntry(t, parent, name)
+	in, err := t.v.lookupLinked(t, parent, name)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func (v *Vault) Rename(oldKey, newKey string) error {
 		if err != nil {
 			return err
 		}
-		from, err := v.lookupEntry(t, sp, sname)
+		from, err := v.lookupLinked(t, sp, sname)
 		if err != nil {
 			return err
 		}

@@ -7,9 +7,32 @@ import (
 	"strings"
 )
 
-// FormatVersion is the version of the file format this package writes.
+// FormatVersion is the version of the file format this package creates.
 // Opening a vault of a newer version fails and changes nothing.
-const FormatVersion = 1
+//
+// Format 2 (this one) differs from format 1 only in the chunk checksum:
+// it covers the chunk's inode, index and length as well as its data
+// (chunkCRC), so a chunk swapped or moved with its CRC is caught. A
+// format-1 vault is not migrated: it is read and written in format 1, its
+// checksums computed the old way, and every read also checks each
+// chunk's length against its row and the inode's chunk size, and its end
+// against the file's size (checkChunk), which catches a chunk of another
+// length; what format 1 cannot catch is two chunks of equal length
+// swapped with their CRCs. Migrating would mean rewriting every chunk
+// row, because SQLite rewrites a whole row, blob included, to change one
+// column: a full read and write of the file (twice, with WAL) at open,
+// hours for a vault of terabytes, and a file that older kvaultfs could
+// no longer open. A vault created by this version is format 2.
+const FormatVersion = 2
+
+// formatOf returns the format a vault's chunks are written in: its
+// recorded version, or this package's for a vault being created.
+func formatOf(st fileState) int64 {
+	if st.version == 0 {
+		return FormatVersion
+	}
+	return st.version
+}
 
 // Reserved inode numbers, created with the vault and never removed.
 const (
@@ -18,7 +41,7 @@ const (
 	keysIno     int64 = 3 // /.kvault/keys: binary keys, named by hash
 )
 
-// schema is format version 1. Table names carry the Table option as a
+// schema is format version 2 (the tables are those of format 1). Table names carry the Table option as a
 // prefix ({t}). Every statement is idempotent so that a half-created
 // schema (a crash during creation) is completed on the next open.
 //
@@ -31,7 +54,8 @@ const (
 //   - dentries: (parent, name) -> child. id is the directory-listing
 //     cookie, stable while entries around it come and go.
 //   - chunks: the file data, one row per chunk of chunk_size bytes; data
-//     holds len bytes with CRC-32C crc. A missing row is a hole. The blob
+//     holds len bytes with CRC-32C crc (over inode, idx, len and data
+//     since format 2; see chunkCRC). A missing row is a hole. The blob
 //     is the last column so len and crc are read without touching it.
 //   - binkeys: keys that are not paths, stored whole, and the name of their
 //     entry in the keys directory (the hex SHA-256 of the key).

@@ -26,6 +26,7 @@ type Vault struct {
 	pageSize int
 	readOnly bool
 	roReason string // why the vault is read-only, for error messages
+	format   int64  // the file's format version: how chunk checksums are computed
 
 	w *sql.DB // the single writer connection
 	r *sql.DB // reader connections
@@ -132,7 +133,7 @@ func (v *Vault) open() error {
 		if !st.hasVault {
 			return fmt.Errorf("%w: no vault table %q in the file, and it is %s", ErrInvalidArgument, v.opts.Table+"_meta", v.roReason)
 		}
-		v.wal = st.wal
+		v.wal, v.format = st.wal, formatOf(st)
 		return checkFormat(st, &v.opts)
 	}
 
@@ -152,7 +153,7 @@ func (v *Vault) open() error {
 			return err
 		}
 	}
-	v.wal, v.pageSize = st.wal, st.pageSize
+	v.wal, v.pageSize, v.format = st.wal, st.pageSize, formatOf(st)
 	// Reopen the writer with the settings that depend on the file: a
 	// rollback journal needs FULL synchronous for a commit to be durable,
 	// and the WAL's inline checkpoint threshold is counted in pages.

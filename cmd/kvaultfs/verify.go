@@ -12,13 +12,19 @@ import (
 func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
-		Usage:     "check the database and every chunk's checksum",
+		Usage:     "check the database, the tree and every chunk's checksum",
 		ArgsUsage: "DB",
-		Description: "Runs SQLite's integrity check on DB and reads every chunk of every value,\n" +
-			"checking its length and CRC-32C. Each damaged key is printed on its own line\n" +
-			"to standard output as KEY, a tab, and what is wrong (keys quoted as ls\n" +
-			"quotes them); damage that belongs to no key is printed as \"inode N\" or\n" +
-			"\"database\". A summary goes to standard error.\n\n" +
+		Description: "Runs SQLite's integrity check on DB, checks that every table of a vault is\n" +
+			"there, checks every inode (kind, size and chunk size in range, link count\n" +
+			"matching its entries, no orphans: inodes no entry names and no running\n" +
+			"process holds open), every entry (its parent a directory leading up to the\n" +
+			"root, its inode present), and reads every chunk of every value, checking its\n" +
+			"length (against its row, the chunk size and the file's size) and its CRC-32C,\n" +
+			"which in format 2 vaults also covers the chunk's inode, index and length.\n" +
+			"It reads in short transactions and never blocks writers. Each damaged key\n" +
+			"is printed on its own line to standard output as KEY, a tab, and what is\n" +
+			"wrong (keys quoted as ls quotes them); damage that belongs to no key is\n" +
+			"printed as \"inode N\" or \"database\". A summary goes to standard error.\n\n" +
 			"Exit status: 0 when the vault is clean, 1 when damage was found, 2 when the\n" +
 			"check could not run (no such file, not a vault, I/O error).",
 		Flags:  []cli.Flag{tableFlag()},
