@@ -178,8 +178,12 @@ func (v *Vault) registerOpen(ino int64, write bool) (Inode, error) {
 	return in, nil
 }
 
-// record writes open rows for inodes this process already has open
-// (opened for reading, now for writing, or found orphaned by a sweep).
+// record writes open rows for inodes this process has open (opened for
+// reading, now for writing, or found orphaned by a sweep). An inode
+// closed meanwhile gets none. The registered set is updated inside the
+// transaction, so that a last close racing with it (which drops the
+// inode from the set, then deletes its row in a later transaction)
+// never leaves the set claiming a row that is gone.
 func (v *Vault) record(inos []int64) error {
 	if len(inos) == 0 {
 		return nil
@@ -188,19 +192,33 @@ func (v *Vault) record(inos []int64) error {
 	if err != nil {
 		return err
 	}
+	var marked []int64
+	unmark := func() {
+		v.sess.mu.Lock()
+		for _, ino := range marked {
+			delete(v.sess.registered, ino)
+		}
+		v.sess.mu.Unlock()
+		marked = marked[:0]
+	}
 	err = v.update("open", "", func(t *tx) error {
+		unmark() // a retry: the rows of the attempt before were rolled back
 		for _, ino := range inos {
+			if !v.files.isOpen(ino) || v.isRegistered(ino) {
+				continue // closed meanwhile, or recorded already
+			}
 			if _, err := t.Exec(v.sql(`INSERT OR IGNORE INTO {t}_open (session, inode) SELECT ?, id FROM {t}_inodes WHERE id = ?`), sid, ino); err != nil {
 				return err
 			}
+			v.markRegistered(ino)
+			marked = append(marked, ino)
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		unmark()
 	}
-	v.markRegistered(inos...)
-	return nil
+	return err
 }
 
 // closedInode runs after the last File of ino in this process closed:
