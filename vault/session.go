@@ -433,7 +433,7 @@ func (v *Vault) sweep() error {
 		return err
 	}
 	var mine []int64
-	var candidates []orphan
+	var candidates []orphanRow
 	held := false
 	for _, o := range orphans {
 		switch {
@@ -444,7 +444,7 @@ func (v *Vault) sweep() error {
 		case o.holders > 0:
 			held = true
 		default:
-			candidates = append(candidates, o)
+			candidates = append(candidates, orphanRow{o.id, o.ctime})
 		}
 	}
 	if err := v.record(mine); err != nil {
@@ -455,17 +455,34 @@ func (v *Vault) sweep() error {
 			return err
 		}
 	}
+	if err := v.freeAllowed(candidates); err != nil {
+		return err
+	}
+	return v.finishFreeing()
+}
+
+// orphanRow is an inode with no links and its ctime, the time its last
+// link went.
+type orphanRow struct{ id, ctime int64 }
+
+// freeAllowed frees the orphans (none held by an open row) that the rule
+// allows, asking once whether another session is live.
+func (v *Vault) freeAllowed(orphans []orphanRow) error {
 	now := time.Now().UnixNano()
-	for _, o := range candidates {
-		ok, err := v.mayFree(v.r, o.ctime, now)
-		if err != nil {
-			return wrap("sweep", "", err)
+	checked, live := false, false
+	for _, o := range orphans {
+		if now-o.ctime < int64(orphanGrace) && !checked {
+			var err error
+			if live, err = v.otherLiveSession(v.r); err != nil {
+				return wrap("free", "", err)
+			}
+			checked = true
 		}
-		if ok {
+		if now-o.ctime >= int64(orphanGrace) || !live {
 			v.freeOrphan(o.id)
 		}
 	}
-	return v.finishFreeing()
+	return nil
 }
 
 // endSession releases everything this process recorded, at Close.
@@ -631,8 +648,7 @@ func (v *Vault) collectOrphans() error {
 	if err := v.finishFreeing(); err != nil {
 		return err
 	}
-	type orphan struct{ id, ctime int64 }
-	var orphans []orphan
+	var orphans []orphanRow
 	err := v.read("open", "", func(q querier) error {
 		rows, err := q.Query(v.sql(`SELECT id, ctime FROM {t}_inodes WHERE nlink = 0
 			AND id NOT IN (SELECT inode FROM {t}_open)`))
@@ -641,7 +657,7 @@ func (v *Vault) collectOrphans() error {
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var o orphan
+			var o orphanRow
 			if err := rows.Scan(&o.id, &o.ctime); err != nil {
 				return err
 			}
@@ -652,17 +668,7 @@ func (v *Vault) collectOrphans() error {
 	if err != nil {
 		return err
 	}
-	now := time.Now().UnixNano()
-	for _, o := range orphans {
-		ok, err := v.mayFree(v.r, o.ctime, now)
-		if err != nil {
-			return err
-		}
-		if ok {
-			v.freeOrphan(o.id)
-		}
-	}
-	return nil
+	return v.freeAllowed(orphans)
 }
 
 // process identifies a process across pid reuse and reboots.
