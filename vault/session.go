@@ -66,36 +66,53 @@ type session struct {
 	ended      bool           // endSession ran: no sweeper starts any more
 }
 
+// errSessionRace rolls back a session row that lost to another one
+// created at the same time.
+var errSessionRace = errors.New("session created concurrently")
+
 // sessionID returns this process's session, creating its row on first
-// use. Two goroutines that create it at once each insert a row; the
-// loser deletes its own, so no lock is held across the transaction.
+// use. The id is published inside the creating transaction, before its
+// commit, so that no later transaction of this process (the single
+// writer runs them in order) ever takes the new row for another
+// process's session. Two goroutines that create it at once each try;
+// the loser rolls its row back. No lock is held across the transaction.
 func (v *Vault) sessionID() (int64, error) {
 	if id := v.sess.id.Load(); id != 0 {
 		return id, nil
 	}
 	me := currentProcess()
-	var id int64
+	var mine int64 // the id this call published, if any
 	err := v.update("session", "", func(t *tx) error {
+		if mine != 0 { // a retry: the row of the attempt before is gone
+			v.sess.id.CompareAndSwap(mine, 0)
+			mine = 0
+		}
 		res, err := t.Exec(v.sql(`INSERT INTO {t}_sessions (pid, start_ticks, boot_id, host, started) VALUES (?, ?, ?, ?, ?)`),
 			me.pid, me.startTicks, me.bootID, me.host, t.now)
 		if err != nil {
 			return err
 		}
-		id, err = res.LastInsertId()
-		return err
+		id, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		if !v.sess.id.CompareAndSwap(0, id) {
+			return errSessionRace
+		}
+		mine = id
+		return nil
 	})
+	if mine != 0 && err != nil {
+		v.sess.id.CompareAndSwap(mine, 0) // the commit failed
+	}
+	if errors.Is(err, errSessionRace) {
+		return v.sess.id.Load(), nil
+	}
 	if err != nil {
 		return 0, err
 	}
-	if !v.sess.id.CompareAndSwap(0, id) {
-		v.update("session", "", func(t *tx) error {
-			_, err := t.Exec(v.sql(`DELETE FROM {t}_sessions WHERE id = ?`), id)
-			return err
-		})
-		return v.sess.id.Load(), nil
-	}
 	v.startSweeper()
-	return id, nil
+	return mine, nil
 }
 
 // ensureSession makes sure this process has a session without waiting
