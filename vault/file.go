@@ -97,7 +97,7 @@ func (v *Vault) openInode(ino int64, flag int) (*File, error) {
 	if writable && v.readOnly {
 		return nil, v.readOnlyErr()
 	}
-	oi, err := v.acquire(ino)
+	oi, err := v.acquire(ino, writable)
 	if err != nil {
 		return nil, err
 	}

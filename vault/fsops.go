@@ -165,12 +165,7 @@ func (v *Vault) CreateFile(parent int64, name string, mode, uid, gid uint32, fla
 	if err != nil {
 		return nil, in, err
 	}
-	v.sess.mu.Lock()
-	if v.sess.registered == nil {
-		v.sess.registered = make(map[int64]bool)
-	}
-	v.sess.registered[in.ID] = true
-	v.sess.mu.Unlock()
+	v.markRegistered(in.ID)
 	oi := v.adopt(in, seq)
 	f := &File{v: v, oi: oi, name: name, writable: flag&(os.O_WRONLY|os.O_RDWR) != 0, append: flag&os.O_APPEND != 0}
 	if f.writable {

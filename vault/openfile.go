@@ -174,18 +174,31 @@ func (f *openFiles) all() []*openInode {
 	return out
 }
 
-// acquire opens inode ino (a regular file) for this process. The first
-// open of an inode records it in the database under this process's
-// session, in the same transaction that checks the inode still exists,
-// so that no process frees its data while it is open here: an unlink
-// racing with the open either sees the record or makes the open fail.
-func (v *Vault) acquire(ino int64) (*openInode, error) {
+// acquire opens inode ino (a regular file) for this process, for
+// writing if write is set. The first open for writing records the inode
+// in the database under this process's session, in the same transaction
+// that checks the inode still exists, so that no process frees its data
+// while it is open here: an unlink racing with the open either sees the
+// record or makes the open fail. An open for reading only reads: it must
+// never wait for the write lock, and the rule in session.go keeps its
+// data alive instead.
+func (v *Vault) acquire(ino int64, write bool) (*openInode, error) {
 	v.files.mu.Lock()
 	if oi := v.files.m[ino]; oi != nil {
 		oi.refs++
 		v.files.mu.Unlock()
 		<-oi.ready
-		return oi, oi.err
+		if oi.err != nil {
+			return oi, oi.err
+		}
+		if write && !v.readOnly && !v.isRegistered(ino) {
+			// Open for reading only so far: record it now.
+			if err := v.record([]int64{ino}); err != nil {
+				v.releaseInode(oi)
+				return nil, err
+			}
+		}
+		return oi, nil
 	}
 	// Publish the inode as open before checking that it exists: a
 	// concurrent unlink or close in this process then sees it and keeps
@@ -196,7 +209,7 @@ func (v *Vault) acquire(ino int64) (*openInode, error) {
 	}
 	v.files.m[ino] = oi
 	v.files.mu.Unlock()
-	in, err := v.registerOpen(ino)
+	in, err := v.registerOpen(ino, write)
 	if err != nil {
 		v.files.mu.Lock()
 		delete(v.files.m, ino)

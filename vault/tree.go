@@ -240,9 +240,9 @@ func (t *tx) applyTouches() error {
 }
 
 // release frees an inode that has lost its last link, unless a process
-// has it open: then it stays, with nlink 0, until the last close (or the
-// next open of the vault after that process died). Big files are freed
-// after the transaction in bounded batches.
+// may have it open: then it stays, with nlink 0, until the last close or
+// a later sweep (see the rule in session.go). Big files are freed after
+// the transaction in bounded batches.
 func (t *tx) release(in Inode) error {
 	var open int
 	if err := t.QueryRow(t.v.sql(`SELECT count(*) FROM {t}_open WHERE inode = ?`), in.ID).Scan(&open); err != nil {
@@ -252,12 +252,17 @@ func (t *tx) release(in Inode) error {
 		return nil
 	}
 	if open > 0 {
-		// The row may be only this session's record of a file it has
-		// closed, kept to make reopening cheap, which must not keep the
+		// The row may be this session's record of a file whose last
+		// close is racing with this transaction, which must not keep the
 		// data alive: unregister drops it and frees the inode unless
 		// another process holds it.
 		t.afterCommit(func() { t.v.unregister([]int64{in.ID}) })
 		return nil
+	}
+	// Another live session may be reading it without a record: the
+	// orphan waits for its sweeps.
+	if ok, err := t.v.mayFree(t, t.now, t.now); err != nil || !ok {
+		return err
 	}
 	if in.Size > inlineFreeBytes {
 		t.afterCommit(func() { t.v.freeOrphan(in.ID) })
