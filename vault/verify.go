@@ -4,9 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
-	"time"
 )
 
 // verifyBatch is how many chunk rows Verify reads per transaction, and
@@ -34,8 +32,10 @@ type Damage struct {
 //   - SQLite's integrity_check, and that every table of a vault exists;
 //   - every inode: a known kind, size and chunk size in range, a link
 //     count that matches its entries (a directory: 2 plus one per
-//     subdirectory), and no orphans (no entry, and no live process
-//     holding it open);
+//     subdirectory). An unlinked inode (link count 0, no entry) is not
+//     damage: it is a file removed while open, or left by a process
+//     that died, and the next open of the vault (or a live process's
+//     sweep) frees it once no live process holds it;
 //   - every entry: its parent is a directory, its child exists, every
 //     directory leads up to the root, and binary keys match their
 //     entries;
@@ -116,7 +116,6 @@ type verifier struct {
 	v        *Vault
 	report   func(Damage)
 	reported map[int64]bool // inodes whose chunks were reported, once each
-	live     map[int64]bool // sessions whose process runs
 }
 
 // damage reports a problem of inode ino, naming its keys where the tree
@@ -126,42 +125,18 @@ func (vr *verifier) damage(ino int64, msg string) {
 	vr.report(Damage{Keys: keys, Ino: ino, Err: fmt.Errorf("%w: %s", ErrCorrupt, msg)})
 }
 
-// loadSessions finds the sessions whose process still runs.
-func (vr *verifier) loadSessions(q *sql.Tx) error {
-	vr.live = map[int64]bool{}
-	rows, err := q.Query(vr.v.sql(`SELECT id, pid, start_ticks, boot_id, host FROM {t}_sessions`))
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, ticks int64
-		var pid int
-		var boot, host string
-		if err := rows.Scan(&id, &pid, &ticks, &boot, &host); err != nil {
-			return err
-		}
-		vr.live[id] = isAlive(pid, ticks, boot, host)
-	}
-	return rows.Err()
-}
-
 // inodeCheckSQL selects what checking one inode needs: its row, the
-// number of entries naming it, its subdirectories, and the sessions that
-// hold it open.
+// number of entries naming it, and its subdirectories.
 const inodeCheckSQL = `SELECT i.id, i.kind, i.nlink, i.size, i.chunk_size,
 	(SELECT count(*) FROM {t}_dentries d WHERE d.child = i.id),
-	(SELECT count(*) FROM {t}_dentries d JOIN {t}_inodes c ON c.id = d.child WHERE d.parent = i.id AND c.kind = 2),
-	coalesce((SELECT group_concat(o.session) FROM {t}_open o WHERE o.inode = i.id), ''), i.ctime
+	(SELECT count(*) FROM {t}_dentries d JOIN {t}_inodes c ON c.id = d.child WHERE d.parent = i.id AND c.kind = 2)
 	FROM {t}_inodes i`
 
 // inodeProblem scans one row of inodeCheckSQL and says what is wrong
 // with the inode, or "".
 func (vr *verifier) inodeProblem(r rowScanner) (int64, string, error) {
 	var id, kind, nlink, size, cs, links, subdirs int64
-	var holders string
-	var ctime int64
-	if err := r.Scan(&id, &kind, &nlink, &size, &cs, &links, &subdirs, &holders, &ctime); err != nil {
+	if err := r.Scan(&id, &kind, &nlink, &size, &cs, &links, &subdirs); err != nil {
 		return 0, "", err
 	}
 	if err := checkInode(id, kind, size, cs); err != nil {
@@ -171,12 +146,6 @@ func (vr *verifier) inodeProblem(r rowScanner) (int64, string, error) {
 		}
 		return id, err.Error(), nil
 	}
-	held := false
-	for _, s := range strings.Split(holders, ",") {
-		if sid, err := strconv.ParseInt(s, 10, 64); err == nil && vr.live[sid] {
-			held = true
-		}
-	}
 	switch {
 	case id == RootIno && links != 0:
 		return id, fmt.Sprintf("the root is named by %d entries", links), nil
@@ -184,8 +153,6 @@ func (vr *verifier) inodeProblem(r rowScanner) (int64, string, error) {
 		return id, fmt.Sprintf("a directory named by %d entries", links), nil
 	case links == 0 && id != RootIno && nlink != 0:
 		return id, fmt.Sprintf("link count %d, but no entry names it", nlink), nil
-	case links == 0 && id != RootIno && !held && !vr.inGrace(ctime):
-		return id, "an orphan: no entry names it and no running process holds it open", nil
 	case Kind(kind) == KindDir && links+btoi(id == RootIno) > 0 && nlink != 2+subdirs:
 		return id, fmt.Sprintf("link count %d, want %d (2 and %d subdirectories)", nlink, 2+subdirs, subdirs), nil
 	case Kind(kind) != KindDir && nlink != links:
@@ -193,22 +160,6 @@ func (vr *verifier) inodeProblem(r rowScanner) (int64, string, error) {
 	}
 	return id, "", nil
 }
-
-// inGrace reports whether an unreferenced inode unlinked at ctime may
-// still be read by a live process that recorded nothing (see
-// orphanGrace in session.go): its sweep frees it soon after the grace.
-// The margin allows for a sweep that waits for the write lock.
-func (vr *verifier) inGrace(ctime int64) bool {
-	anyLive := false
-	for _, live := range vr.live {
-		anyLive = anyLive || live
-	}
-	return anyLive && time.Since(time.Unix(0, ctime)) < orphanGrace+verifyGraceMargin
-}
-
-// verifyGraceMargin is how long past orphanGrace verify still takes an
-// orphan for one that a live process's sweep has yet to free.
-const verifyGraceMargin = 30 * time.Second
 
 func btoi(b bool) int64 {
 	if b {
@@ -225,11 +176,6 @@ func (vr *verifier) inodes() error {
 		var suspects []int64
 		n := 0
 		err := v.view("verify", "", func(q *sql.Tx) error {
-			if vr.live == nil {
-				if err := vr.loadSessions(q); err != nil {
-					return err
-				}
-			}
 			rows, err := q.Query(v.sql(inodeCheckSQL+` WHERE i.id > ? ORDER BY i.id LIMIT ?`), after, verifyTreeBatch)
 			if err != nil {
 				return err

@@ -54,8 +54,8 @@ var treeDamages = []struct {
 	{"file link count zero", `UPDATE kvault_inodes SET nlink = 0 + 0*?1*?3 WHERE id = ?2`, 2, "link count"},
 	{"directory link count", `UPDATE kvault_inodes SET nlink = 7 + 0*?2*?3 WHERE id = ?1`, 1, "link count"},
 	{"file without its entry", `DELETE FROM kvault_dentries WHERE child = ?3 AND 0*?1*?2 = 0`, 3, "no entry names it"},
-	{"orphan", `INSERT INTO kvault_inodes (kind, mode, uid, gid, nlink, size, atime, mtime, ctime, generation, chunk_size)
-		VALUES (1, 420, 0, 0, 0, 0, 0, 0, 0, 1, 4096 + 0*?1*?2*?3)`, 0, "orphan"},
+	{"linked file without an entry", `INSERT INTO kvault_inodes (kind, mode, uid, gid, nlink, size, atime, mtime, ctime, generation, chunk_size)
+		VALUES (1, 420, 0, 0, 1, 0, 0, 0, 0, 1, 4096 + 0*?1*?2*?3)`, 0, "no entry names it"},
 	{"chunk past the end of the file", `UPDATE kvault_inodes SET size = 4096 + 0*?1*?3 WHERE id = ?2`, 2, "past the end"},
 	{"chunks of a missing inode", `INSERT INTO kvault_chunks (inode, idx, len, crc, data) SELECT 9999 + 0*?1*?2, idx, len, crc, data FROM kvault_chunks WHERE inode = ?3`, 0, "does not exist"},
 	{"entry in a file", `INSERT INTO kvault_dentries (parent, name, child) VALUES (?3, 'inside', ?2 + 0*?1)`, 2, "not a directory"},
