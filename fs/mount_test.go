@@ -14,6 +14,14 @@ import (
 // skipped, saying so; CI runs as root where both exist.
 func mountTest(t *testing.T, opts *vault.Options) (string, *vault.Vault) {
 	t.Helper()
+	mnt, v, _ := mountWith(t, opts)
+	return mnt, v
+}
+
+// mountWith mounts a new vault opened with opts for the rest of the test
+// and returns the mount point, the vault and the mount's state.
+func mountWith(t *testing.T, opts *vault.Options) (string, *vault.Vault, *FS) {
+	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		skipOrFail(t, fmt.Sprintf("no /dev/fuse: %v", err))
 	}
@@ -44,7 +52,7 @@ func mountTest(t *testing.T, opts *vault.Options) (string, *vault.Vault) {
 			t.Errorf("close: %v", err)
 		}
 	})
-	return mnt, v
+	return mnt, v, srv.fsys
 }
 
 // skipOrFail skips a test whose environment is missing, or fails it when

@@ -14,35 +14,7 @@ import (
 )
 
 // mountFS is mountTest that also returns the mount's state.
-func mountFS(t *testing.T) (string, *vault.Vault, *FS) {
-	t.Helper()
-	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
-		skipOrFail(t, "needs root and /dev/fuse")
-	}
-	dir := t.TempDir()
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	v, err := vault.Open(filepath.Join(dir, "test.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := Mount(v, mnt, Options{})
-	if err != nil {
-		v.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-		if err := v.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return mnt, v, srv.fsys
-}
+func mountFS(t *testing.T) (string, *vault.Vault, *FS) { return mountWith(t, nil) }
 
 // TestPollCostFollowsOpenFiles: a round of change polling after another
 // commit asks for the generations of the files open now, not of every
