@@ -135,6 +135,7 @@ type tx struct {
 	now   int64    // nanoseconds since the epoch, one clock reading per transaction
 	seq   uint64   // this transaction's number in Vault.txSeq
 	after []func() // run once the transaction has committed
+	ends  []func() // run once it has committed or failed
 	data  int64    // chunk bytes written, to estimate the WAL it adds
 	// lowSpace is set by roomFor when the disk is nearly full.
 	lowSpace bool
@@ -195,6 +196,11 @@ func (v *Vault) updateOnce(fn func(t *tx) error) error {
 	// After a commit it is a no-op (sql.ErrTxDone).
 	defer sqlTx.Rollback()
 	t := &tx{Tx: sqlTx, v: v, now: time.Now().UnixNano(), seq: seq}
+	defer func() { // after the commit, or before the rollback (which changes nothing others see)
+		for _, f := range t.ends {
+			f()
+		}
+	}()
 	err = fn(t)
 	if err == nil {
 		err = t.applyTouches()

@@ -18,6 +18,14 @@ import (
 type openFiles struct {
 	mu sync.Mutex
 	m  map[int64]*openInode
+	// freeing counts, per inode, the transactions that found it not open
+	// here and may free it; freed (on mu) is signalled when one ends. An
+	// open of such an inode waits for the outcome, so it never reads a
+	// row that a transaction is about to delete: checking "not open" and
+	// claiming the inode are one step under mu, and so is publishing an
+	// open.
+	freeing map[int64]int
+	freed   sync.Cond
 }
 
 // openInode is the shared state of an open inode.
@@ -132,6 +140,43 @@ func withoutPrivileges(mode uint32) uint32 {
 	return mode
 }
 
+// claimFree reports whether ino is not open here and, if so, counts a
+// transaction that may free it until endFree.
+func (f *openFiles) claimFree(ino int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m[ino] != nil {
+		return false
+	}
+	if f.freeing == nil {
+		f.freeing = make(map[int64]int)
+	}
+	f.freeing[ino]++
+	return true
+}
+
+// endFree ends a claimFree, once its transaction has committed or rolled
+// back.
+func (f *openFiles) endFree(ino int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.freeing[ino]--; f.freeing[ino] <= 0 {
+		delete(f.freeing, ino)
+	}
+	if f.freed.L != nil {
+		f.freed.Broadcast()
+	}
+}
+
+// claimFree is openFiles.claimFree for the length of the transaction.
+func (t *tx) claimFree(ino int64) bool {
+	if !t.v.files.claimFree(ino) {
+		return false
+	}
+	t.ends = append(t.ends, func() { t.v.files.endFree(ino) })
+	return true
+}
+
 func (f *openFiles) isOpen(ino int64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -208,6 +253,15 @@ func (v *Vault) acquire(ino int64, write bool) (*openInode, error) {
 		v.files.m = make(map[int64]*openInode)
 	}
 	v.files.m[ino] = oi
+	// A transaction that claimed the inode before this open was
+	// published may free it: wait for its outcome (the wait releases mu;
+	// the transaction needs nothing this goroutine holds).
+	for v.files.freeing[ino] > 0 {
+		if v.files.freed.L == nil {
+			v.files.freed.L = &v.files.mu
+		}
+		v.files.freed.Wait()
+	}
 	v.files.mu.Unlock()
 	in, err := v.registerOpen(ino, write)
 	if err != nil {

@@ -326,7 +326,7 @@ func (v *Vault) unregister(inos []int64) error {
 	err := v.update("close", "", func(t *tx) error {
 		big, kept = big[:0], kept[:0]
 		for _, ino := range inos {
-			if v.files.isOpen(ino) {
+			if !t.claimFree(ino) {
 				if was[ino] {
 					kept = append(kept, ino) // opened again meanwhile: the record stays
 				}
@@ -531,8 +531,8 @@ func (v *Vault) freeOrphan(ino int64) {
 	err := v.update("free", "", func(t *tx) error {
 		var nlink, holders int64
 		err := t.QueryRow(v.sql(`SELECT nlink, (SELECT count(*) FROM {t}_open WHERE inode = ?1) FROM {t}_inodes WHERE id = ?1`), ino).Scan(&nlink, &holders)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && (nlink > 0 || holders > 0)) {
-			done = true
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && (nlink > 0 || holders > 0 || !t.claimFree(ino))) {
+			done = true // opened here since the sweep looked: a later one frees it
 			return nil
 		}
 		if err != nil {

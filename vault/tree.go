@@ -248,7 +248,7 @@ func (t *tx) release(in Inode) error {
 	if err := t.QueryRow(t.v.sql(`SELECT count(*) FROM {t}_open WHERE inode = ?`), in.ID).Scan(&open); err != nil {
 		return err
 	}
-	if t.v.files.isOpen(in.ID) {
+	if !t.claimFree(in.ID) { // open here: it stays until the last close
 		return nil
 	}
 	if open > 0 {
