@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,24 +20,6 @@ import (
 // Tests of how opens are recorded: a read-only open never needs the
 // write lock, records end at the last close, and data of a file deleted
 // elsewhere is kept exactly as long as someone may still read it.
-
-// watchdog fails the test with every goroutine's stack if it is not
-// stopped within d: what hangs here is a wait for a lock.
-func watchdog(t *testing.T, d time.Duration) (stop func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-done:
-		case <-time.After(d):
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			fmt.Fprintf(os.Stderr, "watchdog: %s still running after %v\n%s", t.Name(), d, buf)
-			os.Exit(2)
-		}
-	}()
-	return func() { close(done) }
-}
 
 // holdWriteLock takes the database's write lock on a raw connection (as
 // another process writing would) until the returned function is called.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,56 +17,6 @@ import (
 // Tests of one file written by several processes at once, and of the
 // locking rules of open files (see openInode). Two Vaults opened on one
 // path share nothing in memory: to the vault they are two processes.
-
-// hang ends the test binary with every goroutine's stack, as go test's
-// -timeout does: a hung test cannot unwind (its deferred closes would
-// wait too), and the stacks are what shows the cycle.
-func hang(t *testing.T, what string) {
-	buf := make([]byte, 4<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	fmt.Fprintf(os.Stderr, "%s: %s (hang); goroutines:\n%s\n", t.Name(), what, buf)
-	panic(fmt.Sprintf("%s: %s", t.Name(), what))
-}
-
-// progressWatchdog ends the test binary (see hang) when progress stops
-// advancing for stall. The returned function stops it.
-func progressWatchdog(t *testing.T, progress *atomic.Int64, stall time.Duration) func() {
-	t.Helper()
-	done := make(chan struct{})
-	fired := make(chan struct{})
-	go func() {
-		defer close(fired)
-		last, since := progress.Load(), time.Now()
-		tick := time.NewTicker(stall / 10)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			if p := progress.Load(); p != last {
-				last, since = p, time.Now()
-				continue
-			}
-			if time.Since(since) >= stall {
-				hang(t, fmt.Sprintf("no progress for %v", stall))
-			}
-		}
-	}()
-	return func() { close(done); <-fired }
-}
-
-// waitOrHang waits for done, and ends the test binary (see hang) if it
-// has not come after d.
-func waitOrHang(t *testing.T, done <-chan struct{}, d time.Duration, what string) {
-	t.Helper()
-	select {
-	case <-done:
-	case <-time.After(d):
-		hang(t, fmt.Sprintf("%s did not return within %v", what, d))
-	}
-}
 
 // Two processes write different byte ranges of one chunk: each commit
 // merges only its own ranges onto the chunk as stored, so both survive.
