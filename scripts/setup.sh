@@ -4,7 +4,7 @@
 # again; needs root (or sudo) only for apt.
 set -euo pipefail
 
-packages=(fuse3 ffmpeg rsync attr fio sqlite3 strace util-linux)
+packages=(fuse3 ffmpeg rsync attr fio sqlite3 strace util-linux e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
