@@ -100,6 +100,26 @@ func (v *Vault) scanChunks(q querier, ino, first, last int64, fn func(idx int64,
 	if err != nil {
 		return err
 	}
+	return v.verifyRows(rows, ino, nil, fn)
+}
+
+// scanChunksOf is scanChunks for a reader that has read the inode's
+// chunk size and size in the same transaction: the rows are checked
+// against them here, and the query needs no join (a read of 4 KiB
+// through the mount costs a fifth more with it).
+func (v *Vault) scanChunksOf(q querier, ino, cs, size, first, last int64, fn func(idx int64, data []byte) error) error {
+	rows, err := q.Query(v.sql(`SELECT idx, len, crc, 1, data FROM {t}_chunks
+		WHERE inode = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx`), ino, first, last)
+	if err != nil {
+		return err
+	}
+	return v.verifyRows(rows, ino, &[2]int64{cs, size}, fn)
+}
+
+// verifyRows checks and passes on the rows of a chunk query; place, if
+// set, holds the inode's chunk size and size to check each chunk against
+// (otherwise the query's fourth column did).
+func (v *Vault) verifyRows(rows *sql.Rows, ino int64, place *[2]int64, fn func(idx int64, data []byte) error) error {
 	defer rows.Close()
 	for rows.Next() {
 		var idx, n, fits int64
@@ -107,6 +127,12 @@ func (v *Vault) scanChunks(q querier, ino, first, last int64, fn func(idx int64,
 		var data sql.RawBytes
 		if err := rows.Scan(&idx, &n, &crc, &fits, &data); err != nil {
 			return err
+		}
+		if place != nil {
+			cs, size := place[0], place[1]
+			if cs < 1 || cs > maxChunkSize || n < 1 || n > cs || idx < 0 || idx > MaxFileSize/cs || idx*cs+n > size {
+				fits = 0
+			}
 		}
 		switch {
 		case int64(len(data)) != n:

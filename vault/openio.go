@@ -183,7 +183,7 @@ func (v *Vault) fetchChunks(ino, cs int64, idxs []int64, p []byte, off int64) (g
 					clear(dst)
 				}
 			}
-			err := v.scanChunks(q, ino, next, last, func(idx int64, data []byte) error {
+			err := v.scanChunksOf(q, ino, cs, size, next, last, func(idx int64, data []byte) error {
 				clearTo(idx)
 				next = idx + 1
 				dst, within := dstOf(idx)
