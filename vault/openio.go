@@ -243,6 +243,12 @@ func (oi *openInode) writeAt(v *Vault, p []byte, off int64) error {
 // commit this inode: the error belongs to this file's writers, not to
 // whoever writes next.
 func (oi *openInode) takeOutErr() error {
+	oi.mu.RLock() // every write asks: the common answer needs no exclusive lock
+	none := oi.outErr == nil
+	oi.mu.RUnlock()
+	if none {
+		return nil
+	}
 	oi.mu.Lock()
 	defer oi.mu.Unlock()
 	err := oi.outErr
