@@ -62,11 +62,26 @@ func (n *node) open(flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	var fuseFlags uint32
+	fuseFlags := appendDirectIO(flags)
 	if gen := f.Generation(); n.cacheGen.Swap(gen) == gen {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	return n.newHandle(f, flags), fuseFlags, 0
+}
+
+// appendDirectIO returns FOPEN_DIRECT_IO for a writable open with
+// O_APPEND, else 0. Through the page cache the kernel splits a write at
+// the first page boundary when that page is not cached, and sends the
+// parts as separate requests; each part of an append lands at the end of
+// the file as stored when it commits, so another mount's append could
+// land between them. With direct I/O a write of up to MaxWrite (1 MiB)
+// arrives as one request and lands whole. The cost: such a descriptor
+// cannot be mapped shared (ENODEV), and its reads bypass the page cache.
+func appendDirectIO(flags uint32) uint32 {
+	if flags&syscall.O_APPEND != 0 && int(flags)&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return 0
 }
 
 // newHandle wraps an open vault file for the kernel.

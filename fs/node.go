@@ -236,7 +236,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, toErrno(err)
 	}
 	child := n.newFreshChild(ctx, &in, out)
-	return child, child.Operations().(*node).newHandle(f, flags), 0, 0
+	return child, child.Operations().(*node).newHandle(f, flags), appendDirectIO(flags), 0
 }
 
 // Symlink creates a symbolic link owned by the caller.
