@@ -21,10 +21,6 @@ import "fmt"
 // chunk-rounding on top and buys nothing a real file could use.
 const MaxFileSize int64 = 1 << 50
 
-// ErrTooLarge: a size or offset is past MaxFileSize (EFBIG). It is also
-// ErrInvalidArgument.
-var ErrTooLarge = refine(ErrInvalidArgument, "file too large")
-
 // CheckRange checks n bytes at off against the file size limit: both
 // must be non-negative (ErrInvalidArgument) and off+n at most
 // MaxFileSize (ErrTooLarge). The comparison cannot overflow.
