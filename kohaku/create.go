@@ -15,16 +15,16 @@ import (
 // CREATE statement's text, whitespace included, in sqlite_schema, and a
 // file made from reformatted text would not be the file KohakuVault makes.
 const (
-	createPageSize = "PRAGMA page_size=32768;"
-	createWAL      = "PRAGMA journal_mode='WAL'"
-	// createMeta is MetaTable::ensure_table (src/kvault-rust/common/meta.rs).
-	createMeta = "CREATE TABLE IF NOT EXISTS kohakuvault_meta (\n" +
+	newFilePageSize = "PRAGMA page_size=32768;"
+	newFileWAL      = "PRAGMA journal_mode='WAL'"
+	// newFileMeta is MetaTable::ensure_table (src/kvault-rust/common/meta.rs).
+	newFileMeta = "CREATE TABLE IF NOT EXISTS kohakuvault_meta (\n" +
 		"                key TEXT PRIMARY KEY,\n" +
 		"                value TEXT NOT NULL\n" +
 		"            );"
-	// createKV is the B/C table (src/kvault-rust/kv/mod.rs), {t} replaced
+	// newFileKV is the B/C table (src/kvault-rust/kv/mod.rs), {t} replaced
 	// by the table name unquoted, as KohakuVault's format! does.
-	createKV = "\n" +
+	newFileKV = "\n" +
 		"            CREATE TABLE IF NOT EXISTS {t} (\n" +
 		"                key   BLOB PRIMARY KEY NOT NULL,\n" +
 		"                value BLOB NOT NULL\n" +
@@ -32,8 +32,8 @@ const (
 		"            "
 )
 
-// createDefaultTable is the table name KohakuVault uses when none is given.
-const createDefaultTable = "kv"
+// newFileTable is the table name KohakuVault uses when none is given.
+const newFileTable = "kv"
 
 // identRE is what KohakuVault can use as a table name: it substitutes the
 // name into its statements unquoted, so only a plain identifier works.
@@ -51,7 +51,7 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // removed again.
 func Create(path, table string) (err error) {
 	if table == "" {
-		table = createDefaultTable
+		table = newFileTable
 	}
 	if !identRE.MatchString(table) || strings.HasPrefix(strings.ToLower(table), "sqlite_") ||
 		strings.EqualFold(table, "kohakuvault_meta") {
@@ -91,11 +91,11 @@ func Create(path, table string) (err error) {
 			}
 		}
 	}()
-	if _, err := db.Exec(createPageSize); err != nil {
+	if _, err := db.Exec(newFilePageSize); err != nil {
 		return fmt.Errorf("create %s: page size: %w", path, err)
 	}
 	var mode string
-	if err := db.QueryRow(createWAL).Scan(&mode); err != nil {
+	if err := db.QueryRow(newFileWAL).Scan(&mode); err != nil {
 		return fmt.Errorf("create %s: journal mode: %w", path, err)
 	}
 	if !strings.EqualFold(mode, "wal") {
@@ -103,10 +103,10 @@ func Create(path, table string) (err error) {
 	}
 	// Two autocommitted statements, as KohakuVault runs them: the meta
 	// table first (MetaTable::ensure_table), then the KV table.
-	if _, err := db.Exec(createMeta); err != nil {
+	if _, err := db.Exec(newFileMeta); err != nil {
 		return fmt.Errorf("create %s: kohakuvault_meta: %w", path, err)
 	}
-	if _, err := db.Exec(strings.ReplaceAll(createKV, "{t}", table)); err != nil {
+	if _, err := db.Exec(strings.ReplaceAll(newFileKV, "{t}", table)); err != nil {
 		return fmt.Errorf("create %s: table %s: %w", path, table, err)
 	}
 	return nil

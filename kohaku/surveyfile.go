@@ -102,7 +102,7 @@ func readHeader(path string) ([]byte, error) {
 // surveyURI opens an absolute path with URI parameters on one connection
 // and surveys it inside one read transaction, for a consistent snapshot.
 func surveyURI(abs, params string) (Survey, error) {
-	db, err := sql.Open("sqlite3", fileURI(abs)+"?"+params+"&_busy_timeout=5000")
+	db, err := sql.Open("sqlite3", plainFileURI(abs)+"?"+params+"&_busy_timeout=5000")
 	if err != nil {
 		return Survey{}, err
 	}
@@ -123,9 +123,9 @@ func surveyURI(abs, params string) (Survey, error) {
 	return s, db.Close()
 }
 
-// fileURI makes a SQLite file: URI of an absolute path, escaping the
+// plainFileURI makes a SQLite file: URI of an absolute path, escaping the
 // characters that would end the path ('?', '#') and the escape itself.
-func fileURI(abs string) string {
+func plainFileURI(abs string) string {
 	r := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
 	return "file:" + r.Replace(abs)
 }
