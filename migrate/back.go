@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/kohakuvault/kvaultfs/kohaku"
@@ -30,7 +31,7 @@ func Back(ctx context.Context, src, dst string, o Options) (res Result, err erro
 		return res, fmt.Errorf("source %s: %w", src, err)
 	}
 	if sh.missing {
-		return res, fmt.Errorf("source %s: %w", src, store.ErrNotFound)
+		return res, fmt.Errorf("source %s: %w", src, fs.ErrNotExist)
 	}
 	if !sh.native {
 		msg := fmt.Sprintf("source %s is not a kvaultfs vault: it holds %s", src, sh.describe())
@@ -298,9 +299,12 @@ func (b *back) extra(del bool) error {
 		if err := b.ctx.Err(); err != nil {
 			return err
 		}
-		ok, err := b.v.Exists(k)
-		if err != nil {
-			return err
+		ok := false // the native vault has no empty key
+		if k != "" {
+			var err error
+			if ok, err = b.v.Exists(k); err != nil {
+				return err
+			}
 		}
 		if ok {
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/kohakuvault/kvaultfs/kohaku"
@@ -32,7 +33,7 @@ func Forward(ctx context.Context, src, dst string, o Options) (res Result, err e
 		return res, fmt.Errorf("source %s: %w", src, err)
 	}
 	if sh.missing {
-		return res, fmt.Errorf("source %s: %w", src, store.ErrNotFound)
+		return res, fmt.Errorf("source %s: %w", src, fs.ErrNotExist)
 	}
 	if len(sh.survey.KV) == 0 {
 		msg := fmt.Sprintf("source %s is not a KohakuVault file: it holds %s", src, sh.describe())

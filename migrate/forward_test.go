@@ -192,7 +192,7 @@ func TestForwardRefusals(t *testing.T) {
 		want           []string
 	}{
 		{"source not SQLite", text, fresh(), Options{}, []string{"not a SQLite database"}},
-		{"source missing", filepath.Join(dir, "nope.db"), fresh(), Options{}, []string{"nope.db", "not found"}},
+		{"source missing", filepath.Join(dir, "nope.db"), fresh(), Options{}, []string{"nope.db", "does not exist"}},
 		{"source foreign", foreign, fresh(), Options{}, []string{"not a KohakuVault file", "tables of another program"}},
 		{"source native", native, fresh(), Options{}, []string{"a kvaultfs vault", "--to kohakuvault"}},
 		{"source several", several, fresh(), Options{}, []string{"images", "kv", "--table"}},

@@ -57,8 +57,9 @@ type Progress struct {
 }
 
 // progressStep is how many bytes of one value pass between two progress
-// reports, so a large value does not look stuck.
-const progressStep = 16 << 20
+// reports, so a large value does not look stuck. A variable so that tests
+// can see reports inside small values.
+var progressStep int64 = 16 << 20
 
 // Result counts what a migration did.
 type Result struct {
@@ -259,7 +260,6 @@ type tracker struct {
 	p     Progress
 	base  int64 // Bytes before the current key
 	cur   int64 // bytes of the current key already counted
-	valid bool
 }
 
 func (t *tracker) start(key string) {
