@@ -256,10 +256,10 @@ func verify(ctx context.Context, dst getter, key string, want digest) error {
 
 // tracker turns per-key and per-byte advances into Progress calls.
 type tracker struct {
-	fn    func(Progress)
-	p     Progress
-	base  int64 // Bytes before the current key
-	cur   int64 // bytes of the current key already counted
+	fn   func(Progress)
+	p    Progress
+	base int64 // Bytes before the current key
+	cur  int64 // bytes of the current key already counted
 }
 
 func (t *tracker) start(key string) {
