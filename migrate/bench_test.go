@@ -9,7 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/kohakuvault/kvaultfs/vault"
