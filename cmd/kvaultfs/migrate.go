@@ -78,10 +78,11 @@ func runMigrate(ctx *cli.Context) error {
 		p = &progressLine{w: ctx.App.ErrWriter}
 		o.Progress = p.update
 	}
-	// Ctrl-C and SIGTERM stop the run between keys; a second signal
-	// kills the process as usual, since stop restores the default.
+	// Ctrl-C and SIGTERM stop the run between keys. The first one also
+	// restores the default handling, so a second one kills the process.
 	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(sctx, stop)
 	res, err := run(sctx, src, dst, o)
 	p.clear()
 	if err == nil || errors.Is(err, migrate.ErrSkipped) {
