@@ -10,7 +10,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +20,7 @@ import (
 // also makes them durable, and Release drops the handle.
 type handle struct {
 	n        *node
-	f        *vault.File
+	f        store.File
 	writable bool
 	append   bool
 	// privChecked is set once a write has cleared setuid and setgid
@@ -85,7 +85,7 @@ func appendDirectIO(flags uint32) uint32 {
 }
 
 // newHandle wraps an open vault file for the kernel.
-func (n *node) newHandle(f *vault.File, flags uint32) *handle {
+func (n *node) newHandle(f store.File, flags uint32) *handle {
 	h := &handle{n: n, f: f, writable: int(flags)&syscall.O_ACCMODE != syscall.O_RDONLY, append: flags&syscall.O_APPEND != 0}
 	if h.writable {
 		n.writers.Add(1)
@@ -165,7 +165,7 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 	switch whence {
 	case unix.SEEK_DATA, unix.SEEK_HOLE:
 		res, err := h.f.SeekData(int64(off), whence == unix.SEEK_HOLE)
-		if errors.Is(err, vault.ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return 0, syscall.ENXIO
 		}
 		return uint64(res), toErrno(err)
@@ -182,10 +182,10 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 // the size; punching a hole or zeroing a range makes it a hole.
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	keepSize := mode&unix.FALLOC_FL_KEEP_SIZE != 0
-	if off > uint64(vault.MaxFileSize) || size > uint64(vault.MaxFileSize) {
+	if off > uint64(store.MaxFileSize) || size > uint64(store.MaxFileSize) {
 		return syscall.EFBIG // before the sum below can overflow
 	}
-	if err := vault.CheckRange(int64(off), int64(size)); err != nil {
+	if err := store.CheckRange(int64(off), int64(size)); err != nil {
 		return toErrno(err)
 	}
 	end := int64(off + size)

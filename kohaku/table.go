@@ -177,18 +177,16 @@ func openDB(path string, params url.Values, conns int) *sql.DB {
 		}
 		return nil
 	}}
-	db := sql.OpenDB(connector{fileURI(path, params), drv})
+	db := sql.OpenDB(connector{tableURI(path, params), drv})
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
 	db.SetConnMaxIdleTime(time.Minute)
 	return db
 }
 
-// fileURI builds an SQLite URI for path, escaping the characters that
-// would otherwise start a query or fragment.
-func fileURI(path string, params url.Values) string {
-	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	return "file:" + esc + "?" + params.Encode()
+// tableURI builds an SQLite URI for path with params (see fileURI).
+func tableURI(path string, params url.Values) string {
+	return fileURI(path) + "?" + params.Encode()
 }
 
 // quoteIdent quotes an SQL identifier.

@@ -157,3 +157,8 @@ func IsBusy(err error) bool {
 // MaxFileSize for the native vault, a value's limit for a KohakuVault
 // table. It is also ErrInvalidArgument.
 var ErrTooLarge = Refine(ErrInvalidArgument, "file too large")
+
+// ErrNotSupported: the store cannot keep this kind of thing at all (a
+// KohakuVault table has no extended attributes); the mount answers
+// EOPNOTSUPP.
+var ErrNotSupported = errors.New("not supported by this store")
