@@ -4,7 +4,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // preferredIO is the st_blksize reported for files: tools such as cp
@@ -13,43 +13,43 @@ import (
 const preferredIO = 1 << 20
 
 // typeBits returns the S_IFMT bits of a vault kind.
-func typeBits(k vault.Kind) uint32 {
+func typeBits(k store.Kind) uint32 {
 	switch k {
-	case vault.KindDir:
+	case store.KindDir:
 		return syscall.S_IFDIR
-	case vault.KindSymlink:
+	case store.KindSymlink:
 		return syscall.S_IFLNK
-	case vault.KindFIFO:
+	case store.KindFIFO:
 		return syscall.S_IFIFO
-	case vault.KindSocket:
+	case store.KindSocket:
 		return syscall.S_IFSOCK
-	case vault.KindCharDev:
+	case store.KindCharDev:
 		return syscall.S_IFCHR
-	case vault.KindBlockDev:
+	case store.KindBlockDev:
 		return syscall.S_IFBLK
 	}
 	return syscall.S_IFREG
 }
 
 // kindOf returns the vault kind for the S_IFMT bits of a mode.
-func kindOf(mode uint32) (vault.Kind, bool) {
+func kindOf(mode uint32) (store.Kind, bool) {
 	switch mode & syscall.S_IFMT {
 	case syscall.S_IFREG, 0:
-		return vault.KindFile, true
+		return store.KindFile, true
 	case syscall.S_IFIFO:
-		return vault.KindFIFO, true
+		return store.KindFIFO, true
 	case syscall.S_IFSOCK:
-		return vault.KindSocket, true
+		return store.KindSocket, true
 	case syscall.S_IFCHR:
-		return vault.KindCharDev, true
+		return store.KindCharDev, true
 	case syscall.S_IFBLK:
-		return vault.KindBlockDev, true
+		return store.KindBlockDev, true
 	}
 	return 0, false
 }
 
 // fillAttr copies an inode's metadata into a FUSE attribute block.
-func fillAttr(in *vault.Inode, out *fuse.Attr) {
+func fillAttr(in *store.Inode, out *fuse.Attr) {
 	out.Ino = uint64(in.ID)
 	out.Size = uint64(in.Size)
 	out.Blocks = (uint64(in.Size) + 511) / 512
@@ -58,7 +58,7 @@ func fillAttr(in *vault.Inode, out *fuse.Attr) {
 	out.Uid, out.Gid = in.UID, in.GID
 	out.Rdev = in.Rdev
 	out.Blksize = preferredIO
-	if in.Kind == vault.KindDir {
+	if in.Kind == store.KindDir {
 		// glibc sizes its getdents buffer from st_blksize: 1 MiB would
 		// fetch thousands of entries per READDIRPLUS, whose entries then
 		// expire before ls gets to stat them, costing a lookup each.

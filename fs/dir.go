@@ -8,7 +8,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // readdirBatch is how many entries a directory handle reads per query.
@@ -29,12 +29,12 @@ type dirHandle struct {
 	n     *node
 	mu    sync.Mutex
 	pos   uint64 // offset of the last entry returned
-	batch []vault.DirEntry
+	batch []store.DirEntry
 	done  bool
 	// writes is FS.xattrWrites when the batch was read: if it changed,
 	// the batch's NoXattrs may be stale and is not passed on.
 	writes int64
-	last   *vault.DirEntry // the entry Readdirent returned last, for Lookup
+	last   *store.DirEntry // the entry Readdirent returned last, for Lookup
 }
 
 var (
@@ -50,7 +50,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	if in.Kind != vault.KindDir {
+	if in.Kind != store.KindDir {
 		return nil, 0, syscall.ENOTDIR
 	}
 	return &dirHandle{n: n}, 0, 0

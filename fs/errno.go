@@ -5,7 +5,7 @@ import (
 	"io/fs"
 	"syscall"
 
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // errnoMap translates vault errors to errno values, most specific first:
@@ -14,21 +14,22 @@ var errnoMap = []struct {
 	err   error
 	errno syscall.Errno
 }{
-	{vault.ErrNotFound, syscall.ENOENT},
-	{vault.ErrExists, syscall.EEXIST},
-	{vault.ErrNotEmpty, syscall.ENOTEMPTY},
-	{vault.ErrNotDir, syscall.ENOTDIR},
-	{vault.ErrIsDir, syscall.EISDIR},
-	{vault.ErrNameTooLong, syscall.ENAMETOOLONG},
-	{vault.ErrTooLarge, syscall.EFBIG},
-	{vault.ErrPermission, syscall.EPERM},
-	{vault.ErrReadOnly, syscall.EROFS},
-	{vault.ErrNoSpace, syscall.ENOSPC},
-	{vault.ErrBusy, syscall.EBUSY},
-	{vault.ErrCorrupt, syscall.EIO},
-	{vault.ErrChanged, syscall.ESTALE},
-	{vault.ErrClosed, syscall.EBADF},
-	{vault.ErrInvalidArgument, syscall.EINVAL},
+	{store.ErrNotFound, syscall.ENOENT},
+	{store.ErrExists, syscall.EEXIST},
+	{store.ErrNotEmpty, syscall.ENOTEMPTY},
+	{store.ErrNotDir, syscall.ENOTDIR},
+	{store.ErrIsDir, syscall.EISDIR},
+	{store.ErrNameTooLong, syscall.ENAMETOOLONG},
+	{store.ErrTooLarge, syscall.EFBIG},
+	{store.ErrPermission, syscall.EPERM},
+	{store.ErrNotSupported, syscall.EOPNOTSUPP},
+	{store.ErrReadOnly, syscall.EROFS},
+	{store.ErrNoSpace, syscall.ENOSPC},
+	{store.ErrBusy, syscall.EBUSY},
+	{store.ErrCorrupt, syscall.EIO},
+	{store.ErrChanged, syscall.ESTALE},
+	{store.ErrClosed, syscall.EBADF},
+	{store.ErrInvalidArgument, syscall.EINVAL},
 }
 
 // toErrno maps an error from the vault to the errno the caller sees.

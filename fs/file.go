@@ -10,7 +10,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,7 +20,7 @@ import (
 // also makes them durable, and Release drops the handle.
 type handle struct {
 	n        *node
-	f        *vault.File
+	f        store.File
 	writable bool
 	append   bool
 	// privChecked is set once a write has cleared setuid and setgid
@@ -62,15 +62,30 @@ func (n *node) open(flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	var fuseFlags uint32
+	fuseFlags := appendDirectIO(flags)
 	if gen := f.Generation(); n.cacheGen.Swap(gen) == gen {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	return n.newHandle(f, flags), fuseFlags, 0
 }
 
+// appendDirectIO returns FOPEN_DIRECT_IO for a writable open with
+// O_APPEND, else 0. Through the page cache the kernel splits a write at
+// the first page boundary when that page is not cached, and sends the
+// parts as separate requests; each part of an append lands at the end of
+// the file as stored when it commits, so another mount's append could
+// land between them. With direct I/O a write of up to MaxWrite (1 MiB)
+// arrives as one request and lands whole. The cost: such a descriptor
+// cannot be mapped shared (ENODEV), and its reads bypass the page cache.
+func appendDirectIO(flags uint32) uint32 {
+	if flags&syscall.O_APPEND != 0 && int(flags)&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return 0
+}
+
 // newHandle wraps an open vault file for the kernel.
-func (n *node) newHandle(f *vault.File, flags uint32) *handle {
+func (n *node) newHandle(f store.File, flags uint32) *handle {
 	h := &handle{n: n, f: f, writable: int(flags)&syscall.O_ACCMODE != syscall.O_RDONLY, append: flags&syscall.O_APPEND != 0}
 	if h.writable {
 		n.writers.Add(1)
@@ -150,7 +165,7 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 	switch whence {
 	case unix.SEEK_DATA, unix.SEEK_HOLE:
 		res, err := h.f.SeekData(int64(off), whence == unix.SEEK_HOLE)
-		if errors.Is(err, vault.ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return 0, syscall.ENXIO
 		}
 		return uint64(res), toErrno(err)
@@ -167,10 +182,10 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 // the size; punching a hole or zeroing a range makes it a hole.
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	keepSize := mode&unix.FALLOC_FL_KEEP_SIZE != 0
-	if off > uint64(vault.MaxFileSize) || size > uint64(vault.MaxFileSize) {
+	if off > uint64(store.MaxFileSize) || size > uint64(store.MaxFileSize) {
 		return syscall.EFBIG // before the sum below can overflow
 	}
-	if err := vault.CheckRange(int64(off), int64(size)); err != nil {
+	if err := store.CheckRange(int64(off), int64(size)); err != nil {
 		return toErrno(err)
 	}
 	end := int64(off + size)

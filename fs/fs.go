@@ -22,7 +22,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // Options configure a mount.
@@ -48,7 +48,7 @@ const maxWrite = 1 << 20
 
 // FS is the state shared by every node of one mounted vault.
 type FS struct {
-	v    *vault.Vault
+	v    store.FS
 	opts Options
 
 	// xattrWrites counts Setxattr calls, so that a listing that began
@@ -80,7 +80,7 @@ type Server struct {
 
 // Mount serves v at mountpoint and returns once the kernel has the mount.
 // Unmount (or fusermount3 -u) ends it; Wait blocks until then.
-func Mount(v *vault.Vault, mountpoint string, opts Options) (*Server, error) {
+func Mount(v store.FS, mountpoint string, opts Options) (*Server, error) {
 	if opts.AttrTimeout <= 0 {
 		opts.AttrTimeout = DefaultAttrTimeout
 	}
@@ -126,7 +126,7 @@ func Mount(v *vault.Vault, mountpoint string, opts Options) (*Server, error) {
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		NullPermissions: true, // a mode of 0 is a real mode here
-		RootStableAttr:  &gofs.StableAttr{Ino: uint64(vault.RootIno), Gen: 1},
+		RootStableAttr:  &gofs.StableAttr{Ino: uint64(store.RootIno), Gen: 1},
 	}
 	if opts.Debug {
 		gopts.Logger = log.Default()
@@ -247,7 +247,7 @@ func (f *FS) pollOnce(last int64) int64 {
 	}
 	for _, n := range nodes {
 		if g, ok := gens[n.ino()]; ok {
-			n.noticeGeneration(&vault.Inode{Kind: vault.KindFile, Generation: g})
+			n.noticeGeneration(&store.Inode{Kind: store.KindFile, Generation: g})
 		}
 	}
 	return dv

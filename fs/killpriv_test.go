@@ -37,7 +37,7 @@ func mountShared(t *testing.T) (string, *Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := Mount(v, mnt, Options{AllowOther: true})
+	srv, err := Mount(v.FS(), mnt, Options{AllowOther: true})
 	if err != nil {
 		v.Close()
 		t.Fatal(err)

@@ -39,7 +39,7 @@ func mountWith(t *testing.T, opts *vault.Options) (string, *vault.Vault, *FS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := Mount(v, mnt, Options{})
+	srv, err := Mount(v.FS(), mnt, Options{})
 	if err != nil {
 		v.Close()
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // node is one inode of the vault in the kernel's view: a file,
@@ -70,7 +70,7 @@ func caller(ctx context.Context) (uint32, uint32) {
 // newChild returns the kernel inode for a vault inode, reusing the node
 // if the inode is already known (another hard link, a repeated lookup),
 // and fills out the entry reply.
-func (n *node) newChild(ctx context.Context, in *vault.Inode, out *fuse.EntryOut) *gofs.Inode {
+func (n *node) newChild(ctx context.Context, in *store.Inode, out *fuse.EntryOut) *gofs.Inode {
 	fillAttr(in, &out.Attr)
 	child := n.NewInode(ctx, &node{fsys: n.fsys}, gofs.StableAttr{Mode: typeBits(in.Kind), Ino: uint64(in.ID), Gen: 1})
 	if cn, ok := child.Operations().(*node); ok {
@@ -82,7 +82,7 @@ func (n *node) newChild(ctx context.Context, in *vault.Inode, out *fuse.EntryOut
 // newFreshChild is newChild for an inode this call created: it has no
 // extended attributes yet, which answers the getxattr of
 // security.capability that the kernel sends before every write to it.
-func (n *node) newFreshChild(ctx context.Context, in *vault.Inode, out *fuse.EntryOut) *gofs.Inode {
+func (n *node) newFreshChild(ctx context.Context, in *store.Inode, out *fuse.EntryOut) *gofs.Inode {
 	child := n.newChild(ctx, in, out)
 	if cn, ok := child.Operations().(*node); ok {
 		cn.noXattrsUntil.Store(time.Now().Add(n.fsys.opts.AttrTimeout).UnixNano())
@@ -93,8 +93,8 @@ func (n *node) newFreshChild(ctx context.Context, in *vault.Inode, out *fuse.Ent
 // noticeGeneration compares the generation the vault reports with the
 // one the kernel's page cache holds and drops the cache if another
 // process changed the file, even with the same size and mtime.
-func (n *node) noticeGeneration(in *vault.Inode) {
-	if in.Kind != vault.KindFile {
+func (n *node) noticeGeneration(in *store.Inode) {
+	if in.Kind != store.KindFile {
 		return
 	}
 	old := n.cacheGen.Load()
@@ -119,7 +119,7 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 
 // Setattr implements chmod, chown, truncate and utimensat.
 func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	var a vault.SetAttr
+	var a store.SetAttr
 	if m, ok := in.GetMode(); ok {
 		m &= 07777
 		a.Mode = &m
@@ -163,7 +163,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 // passes names of up to 1024 bytes (FUSE_NAME_MAX) to the daemon.
 func nameErrno(names ...string) syscall.Errno {
 	for _, name := range names {
-		if len(name) > vault.MaxNameLen {
+		if len(name) > store.MaxNameLen {
 			return syscall.ENAMETOOLONG
 		}
 	}
@@ -221,7 +221,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	}
 	uid, gid := caller(ctx)
 	f, in, err := n.fsys.v.CreateFile(n.ino(), name, mode&07777, uid, gid, openFlags(flags))
-	if errors.Is(err, vault.ErrExists) && flags&syscall.O_EXCL == 0 {
+	if errors.Is(err, store.ErrExists) && flags&syscall.O_EXCL == 0 {
 		if in, err = n.fsys.v.Lookup(n.ino(), name); err != nil {
 			return nil, nil, 0, toErrno(err)
 		}
@@ -236,7 +236,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, toErrno(err)
 	}
 	child := n.newFreshChild(ctx, &in, out)
-	return child, child.Operations().(*node).newHandle(f, flags), 0, 0
+	return child, child.Operations().(*node).newHandle(f, flags), appendDirectIO(flags), 0
 }
 
 // Symlink creates a symbolic link owned by the caller.
@@ -258,7 +258,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	if in.Kind != vault.KindSymlink {
+	if in.Kind != store.KindSymlink {
 		return nil, syscall.EINVAL
 	}
 	return []byte(in.Target), 0
@@ -295,7 +295,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // Rename moves an entry atomically; RENAME_NOREPLACE and RENAME_EXCHANGE
 // are supported, RENAME_WHITEOUT is not.
 func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	const supported = uint32(vault.RenameNoReplace | vault.RenameExchange)
+	const supported = uint32(store.RenameNoReplace | store.RenameExchange)
 	if flags&^supported != 0 {
 		return syscall.EINVAL
 	}
@@ -303,7 +303,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return errno
 	}
 	dst := int64(newParent.EmbeddedInode().StableAttr().Ino)
-	return toErrno(n.fsys.v.RenameEntry(n.ino(), name, dst, newName, vault.RenameFlags(flags)))
+	return toErrno(n.fsys.v.RenameEntry(n.ino(), name, dst, newName, store.RenameFlags(flags)))
 }
 
 // Open opens a regular file.

@@ -10,15 +10,15 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // testSetAttr, when a test sets it, replaces Vault.SetAttr, to make it
 // fail.
-var testSetAttr atomic.Pointer[func(ino int64, a vault.SetAttr) (vault.Inode, error)]
+var testSetAttr atomic.Pointer[func(ino int64, a store.SetAttr) (store.Inode, error)]
 
 // setAttr is Vault.SetAttr, or what a test put in its place.
-func (fsys *FS) setAttr(ino int64, a vault.SetAttr) (vault.Inode, error) {
+func (fsys *FS) setAttr(ino int64, a store.SetAttr) (store.Inode, error) {
 	if f := testSetAttr.Load(); f != nil {
 		return (*f)(ino, a)
 	}
@@ -89,7 +89,7 @@ func (c callerCreds) inGroupOrPrivileged(gid uint32) bool {
 // directory (setattr_should_drop_suidgid): set-user-ID goes; set-group-ID
 // goes if the group may execute, or if the caller is neither in the
 // file's group nor holds CAP_FSETID.
-func withoutPrivileges(in *vault.Inode, c callerCreds) uint32 {
+func withoutPrivileges(in *store.Inode, c callerCreds) uint32 {
 	mode := in.Mode &^ syscall.S_ISUID
 	if mode&syscall.S_ISGID != 0 && (mode&syscall.S_IXGRP != 0 || !c.inGroupOrPrivileged(in.GID)) {
 		mode &^= syscall.S_ISGID
@@ -109,7 +109,7 @@ func withoutPrivileges(in *vault.Inode, c callerCreds) uint32 {
 // the chown. Only a caller outside the file's group without CAP_FSETID
 // can lose more, which needs the file's mode and group: then the inode
 // is read and the mode given explicitly.
-func (n *node) killPrivileges(ctx context.Context, in *fuse.SetAttrIn, a *vault.SetAttr) error {
+func (n *node) killPrivileges(ctx context.Context, in *fuse.SetAttrIn, a *store.SetAttr) error {
 	chown := a.UID != nil || a.GID != nil
 	if a.Mode != nil || n.IsDir() || !(chown || in.Valid&fuse.FATTR_KILL_SUIDGID != 0) {
 		return nil
@@ -122,7 +122,7 @@ func (n *node) killPrivileges(ctx context.Context, in *fuse.SetAttrIn, a *vault.
 // also lose set-group-ID of a file its group may not execute. The read
 // and the change are two steps: a chmod by another process in between
 // can be overwritten, as with any read-modify-write of a mode.
-func (n *node) killGroupPrivilege(ctx context.Context, a *vault.SetAttr) error {
+func (n *node) killGroupPrivilege(ctx context.Context, a *store.SetAttr) error {
 	c := credsOf(ctx)
 	if c.privileged {
 		return nil
@@ -151,12 +151,12 @@ func (h *handle) dropPrivileges(ctx context.Context) error {
 	}
 	c := credsOf(ctx)
 	if !c.privileged {
-		in, err := h.n.fsys.setAttr(h.n.ino(), vault.SetAttr{DropPrivileges: true})
+		in, err := h.n.fsys.setAttr(h.n.ino(), store.SetAttr{DropPrivileges: true})
 		if err != nil {
 			return fmt.Errorf("clear set-user-ID before a write: %w", err)
 		}
 		if mode := withoutPrivileges(&in, c); mode != in.Mode {
-			if _, err := h.n.fsys.setAttr(h.n.ino(), vault.SetAttr{Mode: &mode}); err != nil {
+			if _, err := h.n.fsys.setAttr(h.n.ino(), store.SetAttr{Mode: &mode}); err != nil {
 				return fmt.Errorf("clear set-group-ID before a write: %w", err)
 			}
 		}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
-	"github.com/kohakuvault/kvaultfs/vault"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 var (
@@ -66,7 +66,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if len(data) > 64<<10 {
 		return syscall.E2BIG
 	}
-	err := n.fsys.v.SetXattr(n.ino(), attr, data, vault.XattrFlags(flags))
+	err := n.fsys.v.SetXattr(n.ino(), attr, data, store.XattrFlags(flags))
 	// Forget "absent" only now that the attribute is stored: a listing or
 	// lookup that read the database before cannot have it, and one that
 	// finishes after this sees xattrWrites changed and records nothing.

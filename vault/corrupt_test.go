@@ -248,7 +248,7 @@ func checkErrNames(t *testing.T, err error, op, key string) {
 	if ve.Op != op || ve.Key != key {
 		t.Errorf("error %q has op %q and key %q; want %q and %q", err, ve.Op, ve.Key, op, key)
 	}
-	if msg := err.Error(); !strings.Contains(msg, op) || !strings.Contains(msg, quoteKey(key)) {
+	if msg := err.Error(); !strings.Contains(msg, op) || !strings.Contains(msg, strconvQuoteKey(key)) {
 		t.Errorf("message %q does not name the operation %q and key %q", msg, op, key)
 	}
 }

@@ -1,151 +1,61 @@
 package vault
 
-import (
-	"errors"
-	"fmt"
-	"strconv"
-	"syscall"
+import "github.com/kohakuvault/kvaultfs/store"
 
-	"github.com/mattn/go-sqlite3"
-)
-
-// The errors a vault returns. Every error from this package wraps one of
-// them (or an I/O error from the operating system) inside an *Error naming
-// the operation and key, so callers test with errors.Is. Some are
-// refinements of another: ErrNotDir, ErrIsDir and ErrNameTooLong are also
+// The errors a vault returns are the store's (see package store): every
+// error from this package wraps one of them (or an I/O error from the
+// operating system) inside an *Error naming the operation and key, so
+// callers test with errors.Is. Some are refinements of another:
+// ErrNotDir, ErrIsDir, ErrNameTooLong and ErrTooLarge are also
 // ErrInvalidArgument.
 var (
 	// ErrNotFound: the key, file or attribute does not exist.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = store.ErrNotFound
 	// ErrExists: the target exists and the operation must not replace it.
-	ErrExists = errors.New("already exists")
+	ErrExists = store.ErrExists
 	// ErrBusy: another process held the database locked through
 	// BusyTimeout and every retry.
-	ErrBusy = errors.New("database busy")
+	ErrBusy = store.ErrBusy
 	// ErrInvalidArgument: a bad option, key, name, offset or file.
-	ErrInvalidArgument = errors.New("invalid argument")
+	ErrInvalidArgument = store.ErrInvalidArgument
 	// ErrCorrupt: stored data failed its checksum or SQLite reported a
 	// malformed database. Never returned together with data.
-	ErrCorrupt = errors.New("corrupt data")
+	ErrCorrupt = store.ErrCorrupt
 	// ErrReadOnly: the vault was opened read-only, or its file or
 	// directory is not writable.
-	ErrReadOnly = errors.New("read-only vault")
+	ErrReadOnly = store.ErrReadOnly
 	// ErrNoSpace: the disk (or the database's size limit) is full.
-	ErrNoSpace = errors.New("no space left")
+	ErrNoSpace = store.ErrNoSpace
 	// ErrNotEmpty: a directory that must be empty is not.
-	ErrNotEmpty = errors.New("directory not empty")
+	ErrNotEmpty = store.ErrNotEmpty
 	// ErrChanged: a value was replaced or rewritten while a streamed read
-	// spanning several transactions was under way; the bytes already
-	// delivered belong to the old value.
-	ErrChanged = errors.New("value changed during read")
+	// spanning several transactions was under way.
+	ErrChanged = store.ErrChanged
 	// ErrClosed: the vault or file has been closed.
-	ErrClosed = errors.New("closed")
-	// ErrPermission: the operation is not allowed on this entry, such as
-	// removing the reserved /.kvault directory.
-	ErrPermission = errors.New("operation not permitted")
-
-	// ErrNotDir: a path component that must be a directory is a file
-	// (putting "a/b" when "a" is a file).
-	ErrNotDir = refine(ErrInvalidArgument, "not a directory")
+	ErrClosed = store.ErrClosed
+	// ErrPermission: the operation is not allowed on this entry.
+	ErrPermission = store.ErrPermission
+	// ErrNotDir: a path component that must be a directory is a file.
+	ErrNotDir = store.ErrNotDir
 	// ErrIsDir: the key names a directory where a file is needed.
-	ErrIsDir = refine(ErrInvalidArgument, "is a directory")
+	ErrIsDir = store.ErrIsDir
 	// ErrNameTooLong: a path component is longer than 255 bytes.
-	ErrNameTooLong = refine(ErrInvalidArgument, "name too long")
+	ErrNameTooLong = store.ErrNameTooLong
+	// ErrTooLarge: a size or offset is past MaxFileSize (EFBIG).
+	ErrTooLarge = store.ErrTooLarge
 )
 
-// refinedError is a sentinel that is also its parent for errors.Is.
-type refinedError struct {
-	msg    string
-	parent error
-}
-
-func refine(parent error, msg string) error { return &refinedError{msg, parent} }
-
-func (e *refinedError) Error() string { return e.msg }
-func (e *refinedError) Unwrap() error { return e.parent }
-
 // Error is the error type of every failed vault operation.
-type Error struct {
-	Op  string // the operation: "put", "get", "open", ...
-	Key string // the key or path concerned, if any
-	Err error  // the cause; errors.Is(e, ErrNotFound) etc. test it
-}
+type Error = store.Error
 
-// Error formats as "op key: cause", quoting keys that are not printable.
-func (e *Error) Error() string {
-	if e.Key == "" {
-		return e.Op + ": " + e.Err.Error()
-	}
-	return e.Op + " " + quoteKey(e.Key) + ": " + e.Err.Error()
-}
+// refine returns a sentinel that is also parent for errors.Is.
+func refine(parent error, msg string) error { return store.Refine(parent, msg) }
 
-// Unwrap returns the cause.
-func (e *Error) Unwrap() error { return e.Err }
+// wrap gives err the operation and key (see store.Wrap).
+func wrap(op, key string, err error) error { return store.Wrap(op, key, err) }
 
-// quoteKey leaves plain keys readable and escapes binary ones.
-func quoteKey(k string) string {
-	q := strconv.Quote(k)
-	if q[1:len(q)-1] == k {
-		return k
-	}
-	return q
-}
+// classify maps a SQLite error to a sentinel (see store.Classify).
+func classify(err error) error { return store.Classify(err) }
 
-// wrap gives err the operation and key, translating SQLite's errors into
-// the package's sentinels. It returns nil for nil and leaves an *Error
-// that names another key alone.
-func wrap(op, key string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if ve, ok := err.(*Error); ok && key != "" && (ve.Key == "" || (ve.Key == key && ve.Op != op)) {
-		// An inner step that did not know the key (a chunk read, a
-		// commit) or ran as another operation (the stat inside an open):
-		// name the caller's operation and key instead.
-		return &Error{Op: op, Key: key, Err: ve.Err}
-	}
-	var ve *Error
-	if errors.As(err, &ve) {
-		return err
-	}
-	return &Error{Op: op, Key: key, Err: classify(err)}
-}
-
-// classify maps a SQLite error to a sentinel, keeping SQLite's message.
-func classify(err error) error {
-	var se sqlite3.Error
-	if !errors.As(err, &se) {
-		return err
-	}
-	var kind error
-	switch se.Code {
-	case sqlite3.ErrBusy, sqlite3.ErrLocked:
-		kind = ErrBusy
-	case sqlite3.ErrFull:
-		kind = ErrNoSpace
-	case sqlite3.ErrIoErr:
-		if se.SystemErrno != syscall.ENOSPC && se.SystemErrno != syscall.EDQUOT {
-			return err
-		}
-		kind = ErrNoSpace // growing the -shm index or a truncate failed
-	case sqlite3.ErrReadonly:
-		kind = ErrReadOnly
-	case sqlite3.ErrCorrupt:
-		kind = ErrCorrupt
-	case sqlite3.ErrNotADB:
-		kind = ErrInvalidArgument
-		return fmt.Errorf("%w: not a SQLite database (%v)", kind, se)
-	case sqlite3.ErrTooBig:
-		kind = ErrInvalidArgument
-	default:
-		return err
-	}
-	return fmt.Errorf("%w (%v)", kind, se)
-}
-
-// isBusy reports whether err is SQLite's busy or locked error, the only
-// errors a write retries.
-func isBusy(err error) bool {
-	var se sqlite3.Error
-	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
-}
+// isBusy reports whether err is SQLite's busy or locked error.
+func isBusy(err error) bool { return store.IsBusy(err) }

@@ -33,7 +33,7 @@ func wantErr(t *testing.T, err, sentinel error, op, key string) {
 	if ve.Op != op || ve.Key != key {
 		t.Errorf("%s %q: error %q has op %q and key %q", op, key, err, ve.Op, ve.Key)
 	}
-	if msg := err.Error(); !strings.HasPrefix(msg, op) || !strings.Contains(msg, quoteKey(key)) {
+	if msg := err.Error(); !strings.HasPrefix(msg, op) || !strings.Contains(msg, strconvQuoteKey(key)) {
 		t.Errorf("message %q does not name the operation %q and key %q", msg, op, key)
 	}
 }

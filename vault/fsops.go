@@ -7,22 +7,16 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // Inode-level operations: the POSIX view of the vault that the mount
 // (package fs) is built on. Entries are named by (parent inode, name);
 // uid, gid and mode come from the caller, already masked by its umask.
 
-// DirEntry is one entry of a directory listing, with the inode it names.
-type DirEntry struct {
-	Name   string
-	Inode  Inode // the child, as Lookup would return it
-	Cookie int64 // pass as ReadDir's after to continue after this entry
-	// NoXattrs reports that the child had no extended attributes when
-	// it was listed, so that a mount can answer the getxattr calls of
-	// ls -l (security.selinux, for every file) without a query each.
-	NoXattrs bool
-}
+// DirEntry is one entry of a directory listing (see store.DirEntry).
+type DirEntry = store.DirEntry
 
 // GetInode returns inode ino, with this process's uncommitted size and
 // times merged in.
@@ -244,13 +238,13 @@ func (v *Vault) Rmdir(parent int64, name string) error {
 	})
 }
 
-// RenameFlags are rename(2)'s flags.
-type RenameFlags uint32
+// RenameFlags are rename(2)'s flags (see store.RenameFlags).
+type RenameFlags = store.RenameFlags
 
 // Flags of RenameEntry, with the values renameat2(2) gives them.
 const (
-	RenameNoReplace RenameFlags = 1 // fail with ErrExists if the target exists
-	RenameExchange  RenameFlags = 2 // swap source and target atomically
+	RenameNoReplace = store.RenameNoReplace
+	RenameExchange  = store.RenameExchange
 )
 
 // RenameEntry moves name in parent to newName in newParent, atomically,
@@ -420,19 +414,8 @@ func (t *tx) moveBinKey(src, dst entryRef) error {
 	return nil
 }
 
-// SetAttr says which attributes SetAttr changes: nil fields stay.
-type SetAttr struct {
-	Mode  *uint32 // permission bits (07777)
-	UID   *uint32
-	GID   *uint32
-	Size  *int64
-	Atime *int64 // ns since the epoch
-	Mtime *int64
-	// DropPrivileges clears setuid, and setgid if the group may execute,
-	// of anything but a directory (when Mode is nil), as chown(2) and a
-	// truncate by an unprivileged user do.
-	DropPrivileges bool
-}
+// SetAttr says which attributes SetAttr changes (see store.SetAttr).
+type SetAttr = store.SetAttr
 
 // SetAttr changes an inode's attributes, as chmod, chown, truncate and
 // utimensat do, and returns the result. Every change sets ctime; an
@@ -534,13 +517,13 @@ const (
 	maxXattrValue = 64 << 10
 )
 
-// XattrFlags are setxattr(2)'s flags.
-type XattrFlags uint32
+// XattrFlags are setxattr(2)'s flags (see store.XattrFlags).
+type XattrFlags = store.XattrFlags
 
 // Flags of SetXattr.
 const (
-	XattrCreate  XattrFlags = 1 // fail with ErrExists if the attribute exists
-	XattrReplace XattrFlags = 2 // fail with ErrNotFound if it does not
+	XattrCreate  = store.XattrCreate
+	XattrReplace = store.XattrReplace
 )
 
 // GetXattr returns an extended attribute's value, or ErrNotFound.
@@ -622,21 +605,8 @@ func (v *Vault) RemoveXattr(ino int64, name string) error {
 	})
 }
 
-// FSStats describes the space of the vault, for statfs(2). DBBytes plus
-// DiskFree is the size of the vault's file system, FreeBytes what is
-// free in it: DBBytes-(FreeBytes-DiskFree) is what the vault's data
-// takes, and space released inside the file (free pages, cut from the
-// file in the background) moves to DiskFree without changing FreeBytes.
-// The -wal file is left out of both, like any other file on the disk: it
-// comes and goes with checkpoints, not with what the vault holds.
-type FSStats struct {
-	DBBytes   int64  // bytes of the database file
-	FreeBytes int64  // free pages inside the file, its tail past the last page, and DiskFree
-	DiskFree  int64  // free space on the database's file system for this user
-	Inodes    int64  // inodes in use
-	PageSize  int    // the database page size
-	NameMax   uint32 // longest name
-}
+// FSStats is what StatFS reports (see store.FSStats).
+type FSStats = store.FSStats
 
 // StatFS reports the database's size and the room left for it.
 func (v *Vault) StatFS() (FSStats, error) {

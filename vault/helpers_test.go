@@ -3,6 +3,7 @@ package vault
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -61,4 +62,14 @@ func skipOrFail(t testing.TB, why string) {
 		t.Fatalf("%s (KVAULTFS_REQUIRE_ALL=1: every test must run here)", why)
 	}
 	t.Skip(why)
+}
+
+// strconvQuoteKey is how an error message shows key: plain keys as they
+// are, others quoted.
+func strconvQuoteKey(k string) string {
+	q := strconv.Quote(k)
+	if q[1:len(q)-1] == k {
+		return k
+	}
+	return q
 }

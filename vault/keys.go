@@ -1,20 +1,20 @@
 package vault
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // MaxNameLen is the longest path component a key may have and still live
 // in the tree (Linux's NAME_MAX).
-const MaxNameLen = 255
+const MaxNameLen = store.MaxNameLen
 
 // ReservedDir is the root entry that holds the vault's own directories;
 // keys that are not paths appear in the mount under ReservedDir/keys.
-const ReservedDir = ".kvault"
+const ReservedDir = store.ReservedDir
 
 // keyPath is a key resolved to where it lives: the tree path components
 // of a key that is a valid path, or the name under the binary-keys
@@ -41,49 +41,20 @@ func parseKey(key string) (keyPath, error) {
 }
 
 // treeParts splits a path key into its components, or reports false if the
-// key cannot be a path in the tree.
-func treeParts(key string) ([]string, bool) {
-	if strings.IndexByte(key, 0) >= 0 {
-		return nil, false
-	}
-	parts := strings.Split(key, "/")
-	for _, p := range parts {
-		if p == "" || p == "." || p == ".." || len(p) > MaxNameLen {
-			return nil, false
-		}
-	}
-	if parts[0] == ReservedDir {
-		return nil, false
-	}
-	return parts, true
-}
+// key cannot be a path in the tree (see store.PathParts).
+func treeParts(key string) ([]string, bool) { return store.PathParts(key) }
 
 // binaryName is the file name of a binary key in the reserved keys
-// directory: the hex SHA-256 of the key, so any key gets a short, valid,
-// collision-free name.
-func binaryName(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
-}
+// directory (see store.BinaryName).
+func binaryName(key string) string { return store.BinaryName(key) }
 
 // IsPathKey reports whether key is stored in the tree, where the mount
 // shows it at its own path, rather than under /.kvault/keys/.
-func IsPathKey(key string) bool {
-	_, ok := treeParts(key)
-	return key != "" && ok
-}
+func IsPathKey(key string) bool { return store.IsPathKey(key) }
 
 // validName checks one directory entry name given by the mount or by a
 // tree operation.
-func validName(name string) error {
-	switch {
-	case name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("%w: bad file name %q", ErrInvalidArgument, name)
-	case len(name) > MaxNameLen:
-		return fmt.Errorf("%w: %d bytes", ErrNameTooLong, len(name))
-	}
-	return nil
-}
+func validName(name string) error { return store.ValidName(name) }
 
 // joinParts joins path components into a key.
 func joinParts(parts []string) string { return strings.Join(parts, "/") }

@@ -1,6 +1,8 @@
 package vault
 
 import (
+	"github.com/kohakuvault/kvaultfs/store"
+
 	"database/sql"
 	"errors"
 	"fmt"
@@ -36,9 +38,9 @@ func formatOf(st fileState) int64 {
 
 // Reserved inode numbers, created with the vault and never removed.
 const (
-	RootIno     int64 = 1 // the root directory
-	reservedIno int64 = 2 // /.kvault
-	keysIno     int64 = 3 // /.kvault/keys: binary keys, named by hash
+	RootIno           = store.RootIno // the root directory
+	reservedIno int64 = 2             // /.kvault
+	keysIno     int64 = 3             // /.kvault/keys: binary keys, named by hash
 )
 
 // schema is format version 2 (the tables are those of format 1). Table names carry the Table option as a

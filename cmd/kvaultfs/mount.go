@@ -195,7 +195,7 @@ func serve(s *mountSettings, ready *os.File) (err error) {
 	}
 	abs, _ := filepath.Abs(s.db)
 	s.fs.FsName = abs
-	srv, err := fs.Mount(v, s.mnt, s.fs)
+	srv, err := fs.Mount(v.FS(), s.mnt, s.fs)
 	if err != nil {
 		return err
 	}
