@@ -359,3 +359,26 @@ func TestSurveyWhileOpenElsewhere(t *testing.T) {
 		t.Errorf("the other connection's -wal is gone: %v", err)
 	}
 }
+
+// TestSurveyOddPath: a path with the characters that end or escape a SQLite
+// URI ('?', '#', '%') is surveyed as the file it names.
+func TestSurveyOddPath(t *testing.T) {
+	src := kohakutest.CopyFixture(t, "named.db")
+	dir := filepath.Join(t.TempDir(), "a?b#c%20d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "we?ird#%41.db")
+	if err := os.Rename(src, path); err != nil {
+		t.Fatal(err)
+	}
+	before := stateOf(t, path)
+	s, err := SurveyFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []TableInfo{{"kvault", FormatBC}}; !slices.Equal(s.KV, want) {
+		t.Errorf("KV %v, want %v", s.KV, want)
+	}
+	before.check(t, path, "SurveyFile")
+}
