@@ -103,3 +103,47 @@ func TestConcurrentWritersReader(t *testing.T) {
 		}
 	}
 }
+
+// TestBusy: while another connection holds the write lock past the busy
+// timeout, writes fail with store.ErrBusy and change nothing, and reads
+// go on (WAL readers never wait for the writer).
+func TestBusy(t *testing.T) {
+	watchdog(t, time.Minute)
+	path := newFile(t, FormatBC, true)
+	tb, err := Open(path, Options{BusyTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	if err := tb.Put("k", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	other := rawDB(t, path)
+	tx, err := other.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT INTO kv(key, value) VALUES (?1, ?2)`, []byte("lock"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for name, err := range map[string]error{
+		"Put":       tb.Put("k", []byte("new")),
+		"PutReader": tb.PutReader("k", bytes.NewReader(make([]byte, 3<<20)), 3<<20),
+		"PutBatch":  tb.PutBatch([]Item{{Key: "k", Value: []byte("new")}}),
+		"Delete":    tb.Delete("k"),
+		"Rename":    tb.Rename("k", "l", true),
+	} {
+		if !errors.Is(err, store.ErrBusy) {
+			t.Errorf("%s under another writer's lock: %v, want ErrBusy", name, err)
+		}
+	}
+	if v, err := tb.Get("k"); err != nil || string(v) != "old" {
+		t.Fatalf("Get while locked: %q, %v", v, err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Put("k", []byte("new")); err != nil {
+		t.Fatalf("Put after the lock is gone: %v", err)
+	}
+}
