@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // The statements KohakuVault v0.7+ runs when KVault(path, table=t) opens a
@@ -56,7 +58,7 @@ func Create(path, table string) (err error) {
 	if !identRE.MatchString(table) || strings.HasPrefix(strings.ToLower(table), "sqlite_") ||
 		strings.EqualFold(table, "kohakuvault_meta") {
 		return fmt.Errorf("create %s: %w: table name %q: KohakuVault needs a plain SQL identifier (a letter or _, then letters, digits or _, at most 64), not sqlite_* or kohakuvault_meta",
-			path, ErrInvalidArgument, table)
+			path, store.ErrInvalidArgument, table)
 	}
 	fi, err := os.Stat(path)
 	switch {
@@ -64,9 +66,9 @@ func Create(path, table string) (err error) {
 	case err != nil:
 		return fmt.Errorf("create %s: %w", path, err)
 	case fi.IsDir():
-		return fmt.Errorf("create %s: %w: is a directory", path, ErrInvalidArgument)
+		return fmt.Errorf("create %s: %w: is a directory", path, store.ErrInvalidArgument)
 	case fi.Size() != 0:
-		return fmt.Errorf("create %s: %w: the file exists and is not empty", path, ErrInvalidArgument)
+		return fmt.Errorf("create %s: %w: the file exists and is not empty", path, store.ErrInvalidArgument)
 	}
 	existed := err == nil
 	abs, err := filepath.Abs(path)

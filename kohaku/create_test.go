@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/kohakuvault/kvaultfs/internal/kohakutest"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // schemaOf returns the sqlite_schema rows of the given tables (their own
@@ -106,8 +107,8 @@ func TestCreateRefuses(t *testing.T) {
 	for _, name := range []string{"1kv", "kv; DROP", `k"v`, "sqlite_x", "kohakuvault_meta", strings.Repeat("a", 65)} {
 		path := filepath.Join(dir, "bad.db")
 		err := Create(path, name)
-		if !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("Create with table %q: %v, want ErrInvalidArgument", name, err)
+		if !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("Create with table %q: %v, want store.ErrInvalidArgument", name, err)
 		}
 		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("Create with table %q left a file: %v", name, err)
@@ -118,8 +119,8 @@ func TestCreateRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Create(existing, ""); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("Create on an existing file: %v, want ErrInvalidArgument", err)
+	if err := Create(existing, ""); !errors.Is(err, store.ErrInvalidArgument) {
+		t.Errorf("Create on an existing file: %v, want store.ErrInvalidArgument", err)
 	}
 	if after, _ := os.ReadFile(existing); !bytes.Equal(before, after) {
 		t.Error("Create changed an existing file")
