@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kohakuvault/kvaultfs/internal/kohakutest"
 )
@@ -351,4 +353,44 @@ func mustUnhex(t *testing.T, s string) string {
 func describe(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// TestKohakuBesideKohakuVault: KohakuVault's own statements, run in a loop
+// by the sqlite3 CLI in another process, and this library write and read
+// the same table at the same time: neither side sees an error, and every
+// value either side wrote last is there, byte for byte.
+func TestKohakuBesideKohakuVault(t *testing.T) {
+	path := kohakutest.CopyFixture(t, "format-c.db")
+	loop := kohakutest.StartKohakuLoop(t, path, "kv", 60, "beside")
+	v, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	hangWatchdog(t, 3*time.Minute)
+	want := make(map[string][]byte)
+	for i := range 300 {
+		k := fmt.Sprintf("lib/%d", i%40)
+		val := bytes.Repeat([]byte{byte(i)}, 1+i*37)
+		if err := v.Put(k, val); err != nil {
+			t.Fatalf("Put %d beside KohakuVault: %v", i, err)
+		}
+		want[k] = val
+		got, err := v.Get(k)
+		if err != nil || !bytes.Equal(got, val) {
+			t.Fatalf("Get %d beside KohakuVault: %d bytes, %v", i, len(got), err)
+		}
+	}
+	if err := loop.Wait(2 * time.Minute); err != nil {
+		t.Fatalf("KohakuVault's statements failed beside the library: %v\n%s", err, loop.Output())
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := kohakutest.ReadAll(t, path, "kv")
+	for k, w := range want {
+		if !bytes.Equal(got[k], w) {
+			t.Errorf("%s: KohakuVault reads %d bytes; the library wrote %d last", k, len(got[k]), len(w))
+		}
+	}
 }
