@@ -361,7 +361,7 @@ func describe(b []byte) string {
 // value either side wrote last is there, byte for byte.
 func TestKohakuBesideKohakuVault(t *testing.T) {
 	path := kohakutest.CopyFixture(t, "format-c.db")
-	loop := kohakutest.StartKohakuLoop(t, path, "kv", 60, "beside")
+	loop := kohakutest.StartKohakuLoop(t, path, "kv", 40, "beside")
 	v, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
