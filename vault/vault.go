@@ -86,6 +86,9 @@ func Open(path string, opts *Options) (*Vault, error) {
 	v := &Vault{path: abs, opts: o}
 	v.cache.init()
 	v.reads.init(readCacheBytes)
+	if err := v.checkPath(); err != nil {
+		return nil, wrap("open", path, err)
+	}
 	if info, err := v.chooseStore(); err != nil {
 		return nil, wrap("open", path, err)
 	} else if info != nil {
@@ -109,7 +112,10 @@ func Open(path string, opts *Options) (*Vault, error) {
 	return v, nil
 }
 
-func (v *Vault) open() error {
+// checkPath refuses a path that cannot hold a vault before anything
+// looks inside the file: a missing directory, a directory, a file that is
+// not SQLite.
+func (v *Vault) checkPath() error {
 	dir := filepath.Dir(v.path)
 	if st, err := os.Stat(dir); err != nil {
 		var pe *fs.PathError
@@ -123,9 +129,13 @@ func (v *Vault) open() error {
 	if st, err := os.Stat(v.path); err == nil && st.IsDir() {
 		return fmt.Errorf("%w: %s is a directory", ErrInvalidArgument, v.path)
 	}
-	if err := checkSQLiteHeader(v.path); err != nil {
-		return err
-	}
+	return checkSQLiteHeader(v.path)
+}
+
+// open opens (or creates) the native vault at v.path, which checkPath
+// has accepted.
+func (v *Vault) open() error {
+	dir := filepath.Dir(v.path)
 	if err := v.chooseMode(dir); err != nil {
 		return err
 	}
