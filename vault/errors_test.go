@@ -344,6 +344,10 @@ func TestOpenForeignSQLiteKeepsItsTables(t *testing.T) {
 	for _, table := range []string{"kvault", "second"} {
 		o := DefaultOptions()
 		o.Table = table
+		if _, err := Open(path, o); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "tables of another program: kvaultx_meta, photos") {
+			t.Fatalf("a vault was added to another program's database without Init: %v", err)
+		}
+		o.Init = true
 		v, err := Open(path, o)
 		if err != nil {
 			t.Fatal(err)
