@@ -3,6 +3,7 @@ package migrate
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -304,5 +305,32 @@ func TestBackRefusals(t *testing.T) {
 				t.Errorf("%s was created", c.dst)
 			}
 		})
+	}
+}
+
+// TestBackVaultBesideNamesakeTable checks a source whose kvaultfs vault
+// shares the file with a KohakuVault table named like the vault's prefix:
+// opening the file serves that table, so Back refuses rather than copy the
+// wrong store.
+func TestBackVaultBesideNamesakeTable(t *testing.T) {
+	watchdog(t, time.Minute)
+	src := filepath.Join(t.TempDir(), "both.db")
+	newNative(t, src, map[string][]byte{"a": []byte("1")})
+	db, err := sql.Open("sqlite3", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(`CREATE TABLE kvault (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL)`)
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "media.db")
+	_, err = Back(context.Background(), src, dst, Options{})
+	if err == nil || !strings.Contains(err.Error(), "KohakuVault table kvault has the name of the vault prefix") {
+		t.Fatalf("error %v, want a refusal naming the table kvault", err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		t.Error("the refused run created the destination")
 	}
 }

@@ -95,12 +95,23 @@ func (o Options) vaultPrefix() string {
 	return o.VaultTable
 }
 
-// openVault opens the native vault at path.
+// openVault opens the native vault at path. vault.Open also serves
+// KohakuVault tables, and prefers one named like the prefix: migration
+// needs the native vault itself, so such an open is refused.
 func openVault(path string, o Options, readOnly bool) (*vault.Vault, error) {
 	vo := vault.DefaultOptions()
 	vo.Table = o.vaultPrefix()
 	vo.ReadOnly = readOnly
-	return vault.Open(path, vo)
+	v, err := vault.Open(path, vo)
+	if err != nil {
+		return nil, err
+	}
+	if table, _, ok := v.Kohaku(); ok {
+		v.Close()
+		return nil, fmt.Errorf("%w: the file's KohakuVault table %s has the name of the vault prefix, and opening serves it instead of the kvaultfs vault",
+			store.ErrInvalidArgument, table)
+	}
+	return v, nil
 }
 
 // fileSize returns the size of the file at path, -1 if it cannot be read.
