@@ -226,8 +226,16 @@ func (b *back) headerRefused(key string) (bool, error) {
 	if b.t == nil {
 		return true, nil // a new file holds nothing yet
 	}
-	equal, err := b.unchanged(key, size)
-	return !equal, err
+	// Not b.unchanged: no progress is reported during the checks.
+	n, err := b.t.Size(key)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && n != size) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read destination %s: %w", quoteKey(key), err)
+	}
+	same, err := sameValue(b.ctx, b.v, b.t, key, nil)
+	return !same, err
 }
 
 // key brings one source key up to date in the table.
@@ -278,18 +286,7 @@ func (b *back) unchanged(key string, size int64) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read destination %s: %w", quoteKey(key), err)
 	}
-	ds, err := hashOf(b.ctx, b.t, key, nil)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read destination %s: %w", quoteKey(key), err)
-	}
-	ss, err := hashOf(b.ctx, b.v, key, b.tr.bytes)
-	if err != nil {
-		return false, fmt.Errorf("read source %s: %w", quoteKey(key), err)
-	}
-	return ss == ds, nil
+	return sameValue(b.ctx, b.v, b.t, key, b.tr.bytes)
 }
 
 // extra handles the table's keys that the source lacks: deleted with

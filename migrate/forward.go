@@ -190,18 +190,7 @@ func (f *forward) unchanged(key string, size int64) (bool, error) {
 	if err != nil || in.Kind != store.KindFile || in.Size != size {
 		return false, nil // a clash or another size: the copy says what is wrong
 	}
-	ds, err := hashOf(f.ctx, f.v, key, nil)
-	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrChanged) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read destination %s: %w", quoteKey(key), err)
-	}
-	ss, err := hashOf(f.ctx, f.t, key, f.tr.bytes)
-	if err != nil {
-		return false, fmt.Errorf("read source %s: %w", quoteKey(key), err)
-	}
-	return ss == ds, nil
+	return sameValue(f.ctx, f.t, f.v, key, f.tr.bytes)
 }
 
 // setMeta gives a copied key its POSIX metadata: mode 0644 and the source

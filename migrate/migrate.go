@@ -185,6 +185,33 @@ func hashOf(ctx context.Context, g getter, key string, onBytes func(int64)) (dig
 	return w.digest(), nil
 }
 
+// sameValue reports whether src and dst hold the same bytes under key,
+// streaming both at once into SHA-256 (the caller has compared sizes).
+// A destination value that disappears or changes during the read is
+// "not the same", so it is copied again.
+func sameValue(ctx context.Context, src, dst getter, key string, onBytes func(int64)) (bool, error) {
+	type result struct {
+		d   digest
+		err error
+	}
+	theirs := make(chan result, 1)
+	go func() {
+		d, err := hashOf(ctx, dst, key, nil)
+		theirs <- result{d, err}
+	}()
+	ours, serr := hashOf(ctx, src, key, onBytes)
+	r := <-theirs
+	switch {
+	case serr != nil:
+		return false, fmt.Errorf("read source %s: %w", quoteKey(key), serr)
+	case errors.Is(r.err, store.ErrNotFound) || errors.Is(r.err, store.ErrChanged):
+		return false, nil
+	case r.err != nil:
+		return false, fmt.Errorf("read destination %s: %w", quoteKey(key), r.err)
+	}
+	return ours == r.d, nil
+}
+
 // copyValue streams key's value of size bytes from src into dst and
 // returns the SHA-256 of the bytes read from src. The source writes into
 // a pipe from its own goroutine while dst.PutReader reads the other end,
