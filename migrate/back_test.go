@@ -69,6 +69,18 @@ func TestBackNewFile(t *testing.T) {
 	if res.Copied != 0 || res.Unchanged != int64(len(want)) {
 		t.Errorf("second run: %+v, want everything unchanged", res)
 	}
+
+	// A value changed in the KohakuVault file to another of the same
+	// length: only the checksum tells, and the run puts the vault's back.
+	kohakutest.PutLikeKohaku(t, dst, "kv", kohakutest.FormatBC, []byte("video:456"), []byte("NOT A PATH KEY"))
+	res, err = Back(context.Background(), src, dst, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Copied != 1 || res.Unchanged != int64(len(want)-1) {
+		t.Errorf("run after a same-length change: %+v, want exactly 1 copied", res)
+	}
+	sameMaps(t, "KohakuVault copy after the third run", kohakutest.ReadAll(t, dst, "kv"), want)
 }
 
 // TestBackNamedTable creates a new file with a table of another name.
