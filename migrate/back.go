@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"strings"
 
@@ -21,7 +22,8 @@ import (
 // Before anything is written (or dst created), every value is checked
 // against what the table can hold: a value over kohaku.MaxValueSize, a
 // value the header policy refuses in a B/C table (10 bytes or more
-// starting 89 4B, unless dst already holds exactly that value), and a
+// starting 89 4B that are no valid KohakuVault header, unless dst already
+// holds exactly that value), and a
 // key that is not a regular file (a symlink, a device) make the run fail
 // with ErrRefused, naming every such key, and dst unchanged.
 func Back(ctx context.Context, src, dst string, o Options) (res Result, err error) {
@@ -180,7 +182,7 @@ func (b *back) check() error {
 			len(tooBig), int64(kohaku.MaxValueSize), listOf(tooBig)))
 	}
 	if len(magic) > 0 {
-		parts = append(parts, fmt.Sprintf("%d starting with the bytes 89 4B, which KohakuVault 0.7 and later would read as a value header (a format-A table stores them raw): %s",
+		parts = append(parts, fmt.Sprintf("%d starting with the bytes 89 4B without being a valid KohakuVault value header, which KohakuVault 0.7 and later would fail to read (a format-A table stores them raw): %s",
 			len(magic), listOf(magic)))
 	}
 	if len(special) > 0 {
@@ -201,10 +203,20 @@ func listOf(items []string) string {
 // headerLen is the length of KohakuVault's value header (spec 5.2).
 const headerLen = 10
 
-// headerRefused reports whether the table's header policy would refuse
-// key's value: it starts 89 4B (kohaku's policy for B/C tables), and the
-// destination does not already hold exactly it (a value KohakuVault
-// encoded itself, copied forward earlier, is unchanged and never written).
+// validHeader reports whether head is a value header KohakuVault 0.7+
+// decodes without error: version 1, an encoding it knows, reserved bytes
+// zero, the closing magic. It is kohaku's policy (kohaku.Table refuses in
+// a B/C table a value of 10 bytes or more that starts 89 4B and is not
+// such a header), checked here before anything is written;
+// TestHeaderCheckAgreesWithTable keeps the two in step.
+func validHeader(head []byte) bool {
+	return len(head) >= headerLen && head[0] == 0x89 && head[1] == 0x4B && head[2] == 1 && head[3] <= 6 &&
+		head[5] == 0 && head[6] == 0 && head[7] == 0 && head[8] == 0x56 && head[9] == 0x4B
+}
+
+// headerRefused reports whether a B/C table would refuse key's value: it
+// starts 89 4B and is no valid header, and the destination does not
+// already hold exactly it (then it is unchanged and never written).
 func (b *back) headerRefused(key string) (bool, error) {
 	f, err := b.v.Open(key)
 	if errors.Is(err, store.ErrNotFound) {
@@ -213,22 +225,22 @@ func (b *back) headerRefused(key string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read source %s: %w", quoteKey(key), err)
 	}
-	head := make([]byte, 2)
-	_, err = f.ReadAt(head, 0)
+	head := make([]byte, headerLen)
+	n, err := f.ReadAt(head, 0)
 	size := f.Size()
 	f.Close()
-	if err != nil {
+	if err != nil && !(errors.Is(err, io.EOF) && n == len(head)) {
 		return false, fmt.Errorf("read source %s: %w", quoteKey(key), err)
 	}
-	if head[0] != 0x89 || head[1] != 0x4B {
+	if head[0] != 0x89 || head[1] != 0x4B || validHeader(head) {
 		return false, nil
 	}
 	if b.t == nil {
 		return true, nil // a new file holds nothing yet
 	}
 	// Not b.unchanged: no progress is reported during the checks.
-	n, err := b.t.Size(key)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && n != size) {
+	n64, err := b.t.Size(key)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && n64 != size) {
 		return true, nil
 	}
 	if err != nil {

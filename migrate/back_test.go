@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kohakuvault/kvaultfs/internal/kohakutest"
+	"github.com/kohakuvault/kvaultfs/kohaku"
 	"github.com/kohakuvault/kvaultfs/vault"
 )
 
@@ -209,12 +211,50 @@ func TestBackRefusesHeaderMagic(t *testing.T) {
 		"raw.bin":   []byte("\x89\x4bthis is no header at all"),
 		"short.bin": []byte("\x89\x4bshort"), // under 10 bytes: never a header
 		"plain.txt": []byte("plain"),
+		"str.bin":   []byte("\x89\x4b\x01\x06\x00\x00\x00\x00\x56\x4bh\xc3\xa9llo"), // a valid header: stored
 	})
 	dst := kohakutest.CopyFixture(t, "format-b.db")
 	before := stateOf(t, dst)
 	_, err := Back(context.Background(), src, dst, Options{})
 	checkRefused(t, err, `"raw.bin"`, "short.bin")
+	if strings.Contains(err.Error(), "str.bin") {
+		t.Errorf("a valid header was refused: %v", err)
+	}
 	unchangedFile(t, dst, before)
+}
+
+// TestHeaderCheckAgreesWithTable checks Back's header check against what
+// kohaku.Table actually refuses in a B/C table, so that the check made
+// before writing never disagrees with the writes.
+func TestHeaderCheckAgreesWithTable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.db")
+	if err := kohaku.Create(path, ""); err != nil {
+		t.Fatal(err)
+	}
+	tb, err := kohaku.Open(path, kohaku.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	valid := []byte("\x89\x4b\x01\x06\x00\x00\x00\x00\x56\x4b")
+	values := [][]byte{
+		[]byte("plain"), []byte("\x89\x4b"), []byte("\x89\x4b\x01\x06\x00\x00\x00\x00\x56"),
+		valid, append(bytes.Clone(valid), "payload"...),
+		[]byte("\x89\x4b\x02\x06\x00\x00\x00\x00\x56\x4bx"), // version 2
+		[]byte("\x89\x4b\x01\x07\x00\x00\x00\x00\x56\x4bx"), // unknown encoding
+		[]byte("\x89\x4b\x01\xff\x00\x00\x00\x00\x56\x4bx"), // reserved encoding
+		[]byte("\x89\x4b\x01\x00\x01\x00\x00\x00\x56\x4bx"), // flags set: still decoded
+		[]byte("\x89\x4b\x01\x00\x00\x01\x00\x00\x56\x4bx"), // reserved byte set
+		[]byte("\x89\x4b\x01\x00\x00\x00\x00\x00\x56\x4cx"), // bad closing magic
+		[]byte("\x89\x4bthis is no header at all"),
+	}
+	for i, v := range values {
+		refused := len(v) >= headerLen && v[0] == 0x89 && v[1] == 0x4b && !validHeader(v[:headerLen])
+		err := tb.Put(fmt.Sprintf("k%d", i), v)
+		if refused != (err != nil) {
+			t.Errorf("value %x: the check says refused=%v, the table's Put: %v", v, refused, err)
+		}
+	}
 }
 
 // TestRoundTrip copies fixtures forward into a native vault and back, and
@@ -254,9 +294,10 @@ func TestRoundTrip(t *testing.T) {
 		}
 	})
 	t.Run("format C into a new file", func(t *testing.T) {
-		// A new file is format C, where KohakuVault's header-encoded
-		// values are refused by the header policy: the refusal lists
-		// exactly the values that start 89 4B.
+		// A new file is format C. KohakuVault's header-encoded values go
+		// in; a raw value starting 89 4B that is no valid header is
+		// refused, and the refusal lists exactly those. Without it, the
+		// round trip is equal to the original.
 		orig := kohakutest.CopyFixture(t, "format-c.db")
 		want := kohakutest.ReadAll(t, orig, "kv")
 		native := filepath.Join(t.TempDir(), "native.db")
@@ -267,12 +308,36 @@ func TestRoundTrip(t *testing.T) {
 		if !errors.Is(err, ErrRefused) {
 			t.Fatalf("error %v, want ErrRefused", err)
 		}
+		var refused []string
 		for k, v := range want {
-			magic := len(v) >= 10 && v[0] == 0x89 && v[1] == 0x4b
-			if listed := strings.Contains(err.Error(), quoteKey(k)); listed != magic {
-				t.Errorf("key %q (starts 89 4B: %v) listed: %v in %q", k, magic, listed, err)
+			bad := len(v) >= headerLen && v[0] == 0x89 && v[1] == 0x4b && !validHeader(v[:headerLen])
+			if listed := strings.Contains(err.Error(), quoteKey(k)); listed != bad {
+				t.Errorf("key %q (starts 89 4B, no valid header: %v) listed: %v in %q", k, bad, listed, err)
+			}
+			if bad {
+				refused = append(refused, k)
 			}
 		}
+		if len(refused) == 0 {
+			t.Fatal("format-c.db has no value that starts 89 4B without a valid header")
+		}
+		v, err := vault.Open(native, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range refused {
+			if err := v.Delete(k); err != nil {
+				t.Fatal(err)
+			}
+			delete(want, k)
+		}
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Back(context.Background(), native, dst, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		sameMaps(t, "round trip through a new file", kohakutest.ReadAll(t, dst, "kv"), want)
 	})
 }
 

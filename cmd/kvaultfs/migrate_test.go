@@ -59,10 +59,14 @@ func TestMigrateCommand(t *testing.T) {
 	}
 
 	back := filepath.Join(dir, "back.db")
-	// format-b.db holds KohakuVault's header-encoded values, which a new
-	// (format C) file refuses; a format-A table takes them raw.
+	// format-b.db holds a raw value starting 89 4B that is no valid
+	// header, which a new (format C) file refuses; a format-A table takes
+	// it raw.
 	r = kv(t, nil, "migrate", "--to", "kohakuvault", dst, back)
-	mustFail(t, r, 1, `"enc/str"`, "migrate --to kohakuvault into a new file")
+	mustFail(t, r, 1, `"raw/magic.bin"`, "migrate --to kohakuvault into a new file")
+	if strings.Contains(string(r.stderr), "enc/str") {
+		t.Errorf("a header-encoded value was refused: %s", r.stderr)
+	}
 	mustNotExist(t, back, "a refused migrate --to kohakuvault")
 	emptyA := kohakutest.CopyFixture(t, "format-a.db")
 	for k := range kohakutest.ReadAll(t, emptyA, "kv") {
