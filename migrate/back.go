@@ -20,12 +20,16 @@ import (
 // read-only and never written.
 //
 // Before anything is written (or dst created), every value is checked
-// against what the table can hold: a value over kohaku.MaxValueSize, a
+// against what the table can hold. A value over kohaku.MaxValueSize, a
 // value the header policy refuses in a B/C table (10 bytes or more
 // starting 89 4B that are no valid KohakuVault header, unless dst already
-// holds exactly that value), and a
-// key that is not a regular file (a symlink, a device) make the run fail
-// with ErrRefused, naming every such key, and dst unchanged.
+// holds exactly that value) and a key that is not a regular file (a
+// symlink, a device) make the run fail with ErrRefused, naming every such
+// key, with dst unchanged.
+//
+// The table's write lock is held while one value streams in, so a
+// KohakuVault process writing the same file meanwhile waits for each
+// value (up to its busy_timeout, 5 s) or fails with "database is locked".
 func Back(ctx context.Context, src, dst string, o Options) (res Result, err error) {
 	prefix := o.vaultPrefix()
 	sh, err := inspect(src, prefix)
