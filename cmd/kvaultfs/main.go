@@ -42,6 +42,7 @@ func commands() []*cli.Command {
 		versionCommand(),
 		mountCommand(),
 		unmountCommand(),
+		migrateCommand(),
 	}
 }
 
