@@ -312,12 +312,9 @@ func (b *back) extra(del bool) error {
 		if err := b.ctx.Err(); err != nil {
 			return err
 		}
-		ok := false // the native vault has no empty key
-		if k != "" {
-			var err error
-			if ok, err = b.v.Exists(k); err != nil {
-				return err
-			}
+		ok, err := b.v.Exists(k)
+		if err != nil {
+			return err
 		}
 		if ok {
 			return nil

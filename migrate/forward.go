@@ -22,9 +22,8 @@ import (
 // time or mode per key, and the file's mtime is the latest time any of
 // its values can have been written.
 //
-// A key the native vault cannot hold (the empty key, which KohakuVault
-// allows; a key "a/b" beside a key "a": a file cannot also be a directory)
-// is skipped and listed in an ErrSkipped error at the end; the other keys
+// A key the native vault cannot hold (a key "a/b" beside a key "a": a
+// file cannot also be a directory) is skipped and listed in an ErrSkipped error at the end; the other keys
 // are still copied. The Result is valid with any error.
 func Forward(ctx context.Context, src, dst string, o Options) (res Result, err error) {
 	prefix := o.vaultPrefix()
@@ -133,12 +132,6 @@ func (f *forward) key(key string, size int64) error {
 		return err
 	}
 	f.tr.start(key)
-	if key == "" {
-		// KohakuVault allows b"" as a key; the native vault has none.
-		f.skipped = append(f.skipped, `"" (the native vault has no empty key)`)
-		f.tr.done(size)
-		return nil
-	}
 	// Size again, outside the scan's batch: a KohakuVault writer may have
 	// changed the value since.
 	size, err := f.t.Size(key)

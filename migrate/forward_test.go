@@ -38,17 +38,13 @@ func TestForwardFixtures(t *testing.T) {
 			src := kohakutest.CopyFixture(t, fx.file)
 			setOld(t, src)
 			want := kohakutest.ReadAll(t, src, fx.table)
-			hasEmpty := takeEmptyKey(want)
 			nkeys := int64(len(want))
-			if hasEmpty {
-				nkeys++
-			}
 			before := stateOf(t, src)
 			dst := filepath.Join(t.TempDir(), "native.db")
 			o := Options{Table: fx.table}
 
 			res, err := Forward(context.Background(), src, dst, o)
-			checkRun(t, err, hasEmpty)
+			checkRun(t, err)
 			unchangedFile(t, src, before)
 			for _, suffix := range []string{"-wal", "-shm"} {
 				if _, err := os.Stat(src + suffix); err == nil {
@@ -62,7 +58,7 @@ func TestForwardFixtures(t *testing.T) {
 			checkMeta(t, dst, want)
 
 			res, err = Forward(context.Background(), src, dst, o)
-			checkRun(t, err, hasEmpty)
+			checkRun(t, err)
 			if res.Copied != 0 || res.Unchanged != int64(len(want)) || res.CopiedBytes != 0 {
 				t.Errorf("second run: %+v, want 0 copied, %d unchanged", res, len(want))
 			}
@@ -80,7 +76,7 @@ func TestForwardFixtures(t *testing.T) {
 			kohakutest.PutLikeKohaku(t, src, fx.table, fx.format, []byte(key), changed)
 			want[key] = changed
 			res, err = Forward(context.Background(), src, dst, o)
-			checkRun(t, err, hasEmpty)
+			checkRun(t, err)
 			if res.Copied != 1 || res.Unchanged != int64(len(want)-1) || res.CopiedBytes != int64(len(changed)) {
 				t.Errorf("run after changing %q: %+v, want exactly 1 copied", key, res)
 			}
@@ -89,27 +85,12 @@ func TestForwardFixtures(t *testing.T) {
 	}
 }
 
-// takeEmptyKey removes the empty key from want and reports whether it was
-// there: KohakuVault allows it, the native vault cannot hold it.
-func takeEmptyKey(want map[string][]byte) bool {
-	_, ok := want[""]
-	delete(want, "")
-	return ok
-}
-
-// checkRun checks a run's error: nil, or, when the source holds the empty
-// key, ErrSkipped naming only it.
-func checkRun(t *testing.T, err error, hasEmpty bool) {
+// checkRun checks a run's error: nil. The empty key, which KohakuVault
+// allows, is a key like any other in the native vault too.
+func checkRun(t *testing.T, err error) {
 	t.Helper()
-	if !hasEmpty {
-		if err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	if !errors.Is(err, ErrSkipped) || !strings.Contains(err.Error(), "1 key could not be stored") ||
-		!strings.Contains(err.Error(), `"" (the native vault has no empty key)`) {
-		t.Fatalf("error %v, want ErrSkipped for the empty key alone", err)
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -146,10 +127,9 @@ func TestForwardDelete(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "native.db")
 	newNative(t, dst, map[string][]byte{"only/in/dst": []byte("mine"), "\x00bin": []byte("b")})
 	want := kohakutest.ReadAll(t, src, "kvault")
-	hasEmpty := takeEmptyKey(want)
 
 	res, err := Forward(context.Background(), src, dst, Options{})
-	checkRun(t, err, hasEmpty)
+	checkRun(t, err)
 	if res.Extra != 2 || res.Deleted != 0 {
 		t.Errorf("without Delete: %+v, want 2 extra keys left alone", res)
 	}
@@ -162,7 +142,7 @@ func TestForwardDelete(t *testing.T) {
 	}
 
 	res, err = Forward(context.Background(), src, dst, Options{Delete: true})
-	checkRun(t, err, hasEmpty)
+	checkRun(t, err)
 	if res.Deleted != 2 || res.Extra != 0 || res.Copied != 0 {
 		t.Errorf("with Delete: %+v, want 2 deleted, nothing copied", res)
 	}
@@ -252,7 +232,6 @@ func TestForwardKeyClash(t *testing.T) {
 	}
 	got := readNative(t, dst)
 	delete(want, "top.txt/inner")
-	delete(want, "")
 	sameMaps(t, "copy beside the clash", got, want)
 	if res.Copied != int64(len(want)) {
 		t.Errorf("%+v: want %d copied", res, len(want))
