@@ -84,6 +84,12 @@ func Mount(v store.FS, mountpoint string, opts Options) (*Server, error) {
 	if opts.AttrTimeout <= 0 {
 		opts.AttrTimeout = DefaultAttrTimeout
 	}
+	// The kernel asks for the root's attributes while the mount is set
+	// up; if the store cannot answer, the mount would be left in place,
+	// dead ("transport endpoint is not connected"). Ask first.
+	if _, err := v.GetInode(store.RootIno); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
 	fsys := &FS{v: v, opts: opts, watched: map[*node]int{}, stop: make(chan struct{}), stopped: make(chan struct{})}
 	root := &node{fsys: fsys}
 	fsys.root = root

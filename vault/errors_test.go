@@ -76,7 +76,6 @@ func TestBadOptions(t *testing.T) {
 		{"Retries", set(func(o *Options) { o.Retries = 1000 })},
 		{"BackoffBase", set(func(o *Options) { o.BackoffBase = -time.Millisecond })},
 		{"BackoffBase", set(func(o *Options) { o.BackoffBase = time.Hour })},
-		{"Table", set(func(o *Options) { o.Table = "" })},
 		{"Table", set(func(o *Options) { o.Table = "1abc" })},
 		{"Table", set(func(o *Options) { o.Table = "my-table" })},
 		{"Table", set(func(o *Options) { o.Table = "x; DROP TABLE y" })},

@@ -23,12 +23,15 @@ import (
 // chooseStore decides what Open serves from the file at v.path, before
 // anything is written to it: a KohakuVault table (returned), the native
 // vault (nil, nil), or a refusal. The rules, in order:
-//   - a KohakuVault table named Options.Table is served;
-//   - a native vault of that prefix is served;
-//   - otherwise the file's only KohakuVault table is served, and several
-//     are refused with their names, unless Options.Table chose one;
-//   - a file with tables of another program and neither kind of vault is
-//     refused unless Options.Init asks to add a native vault beside them;
+//   - a KohakuVault table named by Options.Table is served;
+//   - a native vault of that prefix (DefaultTable when none is named) is
+//     served, unless no table was named and the file also holds
+//     KohakuVault tables: then neither is chosen by surprise;
+//   - the file's only KohakuVault table is served; several are refused
+//     with their names, and so is a named table that does not exist;
+//   - a native vault is created only if none of its table names is taken
+//     by another program's table, and, if the file holds tables of another
+//     program, only with Options.Init;
 //   - a missing, empty or table-less file becomes a native vault.
 func (v *Vault) chooseStore() (*kohaku.TableInfo, error) {
 	sv, err := kohaku.SurveyFile(v.path)
@@ -36,16 +39,22 @@ func (v *Vault) chooseStore() (*kohaku.TableInfo, error) {
 		return nil, err
 	}
 	table := v.opts.Table
-	for _, kv := range sv.KV {
-		if kv.Name == table {
-			return &kv, nil
+	if v.tableChosen {
+		for _, kv := range sv.KV {
+			if kv.Name == table {
+				return &kv, nil
+			}
 		}
 	}
-	if slices.Contains(sv.Tables, table+"_meta") {
+	if hasNative(sv, table) {
+		if !v.tableChosen && len(sv.KV) > 0 {
+			return nil, fmt.Errorf("%w: the file holds both a kvaultfs vault (%s) and KohakuVault tables (%s): choose one with --table (Options.Table)",
+				ErrInvalidArgument, table, listNames(kvNames(sv.KV)))
+		}
 		return nil, nil
 	}
 	if len(sv.KV) > 0 {
-		if table != DefaultTable {
+		if v.tableChosen {
 			return nil, fmt.Errorf("%w: the file has no table %q; it holds KohakuVault tables %s: choose one with --table (Options.Table)",
 				ErrInvalidArgument, table, listNames(kvNames(sv.KV)))
 		}
@@ -55,31 +64,55 @@ func (v *Vault) chooseStore() (*kohaku.TableInfo, error) {
 		}
 		return &kv, nil
 	}
+	if taken := nativeNamesTaken(sv, table); len(taken) > 0 {
+		return nil, fmt.Errorf("%w: not a vault: the file has tables of another program named like a kvaultfs vault's (%s), so no vault %s can be added to it; choose another prefix with --table (Options.Table)",
+			ErrInvalidArgument, listNames(taken), table)
+	}
 	if other := foreignTables(sv); len(other) > 0 && !v.opts.Init {
 		what := "to add a kvaultfs vault beside them, open it with --init (Options.Init)"
 		if v.opts.ReadOnly {
 			what = "it holds no vault to read"
 		}
-		return nil, fmt.Errorf("%w: the file holds tables of another program: %s; it is neither a kvaultfs vault (no table %s_meta) nor a KohakuVault file; %s",
-			ErrInvalidArgument, listNames(other), table, what)
+		return nil, fmt.Errorf("%w: the file holds tables of another program: %s; it is neither a kvaultfs vault (no tables %s_meta and %s_inodes) nor a KohakuVault file; %s",
+			ErrInvalidArgument, listNames(other), table, table, what)
 	}
 	return nil, nil
+}
+
+// hasNative reports whether sv holds a native vault of prefix: its meta
+// and inodes tables (created together, in one transaction).
+func hasNative(sv kohaku.Survey, prefix string) bool {
+	return slices.Contains(sv.Tables, prefix+"_meta") && slices.Contains(sv.Tables, prefix+"_inodes")
+}
+
+// nativeNamesTaken returns the tables of sv that a new native vault of
+// prefix would have to create but that exist already, belonging to
+// another program (a VectorKVault's shadow table {t}_chunks, say):
+// CREATE TABLE IF NOT EXISTS would quietly take them for the vault's own.
+func nativeNamesTaken(sv kohaku.Survey, prefix string) []string {
+	var taken []string
+	for _, suffix := range nativeTables {
+		if slices.Contains(sv.Tables, prefix+suffix) {
+			taken = append(taken, prefix+suffix)
+		}
+	}
+	return taken
 }
 
 // nativeTables are the suffixes of a native vault's tables (schema.go).
 var nativeTables = []string{"_meta", "_inodes", "_dentries", "_chunks", "_xattrs", "_binkeys", "_sessions", "_open"}
 
 // foreignTables returns the tables of sv that belong to no vault: neither
-// to a native vault of any prefix (one with a {prefix}_meta table) nor
-// KohakuVault tables. A file that holds only vaults may get another
-// native vault under a new prefix without Init.
+// to a native vault of any prefix (see hasNative) nor KohakuVault tables.
+// A file that holds only vaults may get another native vault under a new
+// prefix without Init.
 func foreignTables(sv kohaku.Survey) []string {
 	ours := make(map[string]bool)
 	for _, kv := range sv.KV {
 		ours[kv.Name] = true
 	}
 	for _, name := range sv.Tables {
-		if prefix, ok := strings.CutSuffix(name, "_meta"); ok && prefix != "" && slices.Contains(sv.Tables, prefix+"_inodes") {
+		if prefix, ok := strings.CutSuffix(name, "_meta"); ok && prefix != "" && hasNative(sv, prefix) {
 			for _, suffix := range nativeTables {
 				ours[prefix+suffix] = true
 			}
@@ -231,7 +264,7 @@ func (v *Vault) kvStat(key string) (Inode, error) {
 	} else {
 		var err error
 		if size, err = v.kv.Size(key); err != nil {
-			return Inode{}, err
+			return Inode{}, wrap("stat", key, err)
 		}
 	}
 	in := Inode{Kind: KindFile, Mode: 0o644, UID: euid, GID: egid, Nlink: 1, Size: size}

@@ -38,7 +38,8 @@ const (
 	DefaultRetries = 4
 	// DefaultBackoffBase is the first retry delay; each retry doubles it.
 	DefaultBackoffBase = 20 * time.Millisecond
-	// DefaultTable is the prefix of the vault's table names.
+	// DefaultTable is the prefix of a vault's table names when
+	// Options.Table is left empty.
 	DefaultTable = "kvault"
 	// DefaultMmapSize is how much of the database file SQLite maps.
 	DefaultMmapSize = 256 << 20
@@ -73,8 +74,10 @@ type Options struct {
 	// Table prefixes every table name, so one SQLite file can hold several
 	// vaults. It must be an SQL identifier: a letter or underscore, then
 	// letters, digits or underscores, at most 64 bytes. In a KohakuVault
-	// file it names the KohakuVault table to serve; left at DefaultTable,
-	// the file's only KohakuVault table is served.
+	// file it names the KohakuVault table to serve. Left empty (the
+	// default), Open serves the file's vault of prefix DefaultTable, or
+	// its only KohakuVault table, and refuses a file that holds several,
+	// or both kinds, naming them (see Open).
 	Table string
 	// EnableWAL puts a newly created database in write-ahead-log mode.
 	// Like PageSize it only applies when the file is created: an existing
@@ -108,7 +111,7 @@ func DefaultOptions() *Options {
 		ChunkSize:   DefaultChunkSize,
 		Retries:     DefaultRetries,
 		BackoffBase: DefaultBackoffBase,
-		Table:       DefaultTable,
+		Table:       "",
 		EnableWAL:   true,
 		PageSize:    0,
 		MmapSize:    DefaultMmapSize,
@@ -131,7 +134,7 @@ func (o *Options) validate() error {
 		return bad("Retries", o.Retries, "must be between 0 and 30")
 	case o.BackoffBase < 0 || o.BackoffBase > time.Minute:
 		return bad("BackoffBase", o.BackoffBase, "must be between 0 and 1m")
-	case !identifierRE.MatchString(o.Table):
+	case o.Table != "" && !identifierRE.MatchString(o.Table):
 		return bad("Table", fmt.Sprintf("%q", o.Table), "must be an SQL identifier (letter or _, then letters, digits or _, at most 64)")
 	case o.PageSize != 0 && (o.PageSize < 512 || o.PageSize > 65536 || o.PageSize&(o.PageSize-1) != 0):
 		return bad("PageSize", o.PageSize, "must be 0 or a power of two from 512 to 65536")

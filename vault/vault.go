@@ -50,6 +50,9 @@ type Vault struct {
 
 	ckpt *checkpointer // background checkpoints; nil unless writable WAL
 
+	// tableChosen reports that Options.Table named the vault or table to
+	// serve, rather than leaving the choice to Open (kohaku.go).
+	tableChosen bool
 	// kv is the KohakuVault table the vault serves, if the file is a
 	// KohakuVault file (kohaku.go); then every native field above is
 	// unused and the dict API goes to it.
@@ -83,7 +86,10 @@ func Open(path string, opts *Options) (*Vault, error) {
 	if err != nil {
 		return nil, wrap("open", path, err)
 	}
-	v := &Vault{path: abs, opts: o}
+	v := &Vault{path: abs, opts: o, tableChosen: o.Table != ""}
+	if o.Table == "" {
+		v.opts.Table = DefaultTable
+	}
 	v.cache.init()
 	v.reads.init(readCacheBytes)
 	if err := v.checkPath(); err != nil {

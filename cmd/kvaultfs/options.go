@@ -24,8 +24,7 @@ import (
 func tableFlag() cli.Flag {
 	return &cli.StringFlag{
 		Name:  "table",
-		Value: vault.DefaultTable,
-		Usage: "which vault in the file: the prefix of a kvaultfs vault's table names (so one SQLite file can hold several vaults), or the name of a KohakuVault table (default: the file's only one)",
+		Usage: "which vault in the file: the prefix of a kvaultfs vault's table names (so one SQLite file can hold several vaults), or the name of a KohakuVault table (default: the vault " + vault.DefaultTable + ", or the file's only KohakuVault table)",
 	}
 }
 
@@ -106,7 +105,7 @@ func vaultOptions(ctx *cli.Context, readOnly bool) (*vault.Options, error) {
 	o.ReadOnly = readOnly
 	o.Init = boolFlag(ctx, "init")
 	o.Table = flagValue(ctx, "table")
-	if !identifierRE.MatchString(o.Table) {
+	if o.Table != "" && !identifierRE.MatchString(o.Table) {
 		return nil, badFlag(ctx, "table", o.Table, "must be an SQL identifier: a letter or _, then letters, digits or _, at most 64")
 	}
 	if hasFlag(ctx, "chunk-size") {
