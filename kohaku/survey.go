@@ -174,11 +174,10 @@ func tableList(ctx context.Context, q Querier) ([]tableEntry, error) {
 
 // column is one row of PRAGMA table_xinfo.
 type column struct {
-	name, typ   string
-	notNull     bool
-	pk          int
-	hidden      int
-	description string
+	name, typ string
+	notNull   bool
+	pk        int
+	hidden    int
 }
 
 // shapeOf returns the KV format of a table, or 0 and a description of what

@@ -11,8 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	// The SQLite driver every package of kvaultfs uses.
-	_ "github.com/mattn/go-sqlite3"
+	"github.com/mattn/go-sqlite3"
 )
 
 // sqliteMagic starts every SQLite database file.
@@ -75,13 +74,23 @@ func SurveyFile(path string) (Survey, error) {
 		if s, err2 := surveyURI(abs, "mode=ro&immutable=1"); err2 == nil {
 			return s, nil
 		}
-		return Survey{}, fmt.Errorf("survey %s: %w", path, err)
+		return Survey{}, surveyError(path, err)
 	}
 	s, err := surveyURI(abs, "mode=ro")
 	if err != nil {
-		return Survey{}, fmt.Errorf("survey %s: %w", path, err)
+		return Survey{}, surveyError(path, err)
 	}
 	return s, nil
+}
+
+// surveyError wraps an error of SQLite; SQLITE_NOTADB (a file with SQLite's
+// magic but a damaged header or first page) becomes ErrNotSQLite too.
+func surveyError(path string, err error) error {
+	var se sqlite3.Error
+	if errors.As(err, &se) && se.Code == sqlite3.ErrNotADB {
+		return newKindError(fmt.Sprintf("survey %s: not a SQLite database (%v)", path, err), ErrNotSQLite, ErrInvalidArgument, err)
+	}
+	return fmt.Errorf("survey %s: %w", path, err)
 }
 
 // readHeader returns the first 100 bytes of a file (fewer if it is shorter).
