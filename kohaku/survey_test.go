@@ -99,19 +99,6 @@ func TestSurveyFixtures(t *testing.T) {
 	}
 }
 
-// TestSurveyCommittedFixturesInPlace surveys the committed files
-// themselves: a survey must be safe on a file it does not own.
-func TestSurveyCommittedFixturesInPlace(t *testing.T) {
-	for _, name := range []string{"format-a.db", "format-c.db", "foreign.db"} {
-		path := filepath.Join(kohakutest.TestdataDir(t), name)
-		before := stateOf(t, path)
-		if _, err := SurveyFile(path); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		before.check(t, path, "SurveyFile")
-	}
-}
-
 func TestFormatString(t *testing.T) {
 	if FormatA.String() != "A" || FormatBC.String() != "B/C" || Format(0).String() != "Format(0)" {
 		t.Errorf("got %q %q %q", FormatA, FormatBC, Format(0))
