@@ -1,0 +1,198 @@
+package kohaku
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/kohakuvault/kvaultfs/internal/sqlite"
+	"github.com/kohakuvault/kvaultfs/store"
+)
+
+// pieceSize is how much a streamed read or write moves per blob call:
+// KohakuVault's chunk_size.
+const pieceSize = 1 << 20
+
+// Get returns the stored bytes of key (store.ErrNotFound when absent),
+// verbatim: a value KohakuVault encoded with a header is returned with
+// its header. It loads the whole value; GetTo and ReadAt do not.
+func (t *Table) Get(key string) ([]byte, error) {
+	if err := t.check(false); err != nil {
+		return nil, store.Wrap("get", key, err)
+	}
+	var v []byte
+	err := t.r.QueryRow(`SELECT value FROM `+t.q+` WHERE key = ?1`, []byte(key)).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.Wrap("get", key, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, store.Wrap("get", key, err)
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+// Exists reports whether key is in the table (KohakuVault's exists()).
+func (t *Table) Exists(key string) (bool, error) {
+	if err := t.check(false); err != nil {
+		return false, store.Wrap("exists", key, err)
+	}
+	var one int
+	err := t.r.QueryRow(`SELECT 1 FROM `+t.q+` WHERE key = ?1 LIMIT 1`, []byte(key)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, store.Wrap("exists", key, err)
+	}
+	return true, nil
+}
+
+// Size returns the length of key's value without reading it. In format
+// A it is the size column, which must equal length(value): KohakuVault's
+// get_to_file trusts it, so a mismatch is store.ErrCorrupt.
+func (t *Table) Size(key string) (int64, error) {
+	if err := t.check(false); err != nil {
+		return 0, store.Wrap("size", key, err)
+	}
+	var n int64
+	err := t.view(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
+		var err error
+		_, n, err = t.locate(ctx, tx, key)
+		return err
+	})
+	if err != nil {
+		return 0, store.Wrap("size", key, err)
+	}
+	return n, nil
+}
+
+// locate returns the rowid and length of key's value inside tx
+// (length() of a BLOB reads its record header, not the value). In format
+// A it checks the size column against the length.
+func (t *Table) locate(ctx context.Context, tx *sql.Tx, key string) (rowid, size int64, err error) {
+	var q string
+	var col sql.NullInt64
+	if t.info.Format == FormatA {
+		q = `SELECT rowid, length(value), size FROM ` + t.q + ` WHERE key = ?1`
+	} else {
+		q = `SELECT rowid, length(value), NULL FROM ` + t.q + ` WHERE key = ?1`
+	}
+	err = tx.QueryRowContext(ctx, q, []byte(key)).Scan(&rowid, &size, &col)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, store.ErrNotFound
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	if t.info.Format == FormatA && (!col.Valid || col.Int64 != size) {
+		return 0, 0, fmt.Errorf("%w: size column %v but the value holds %d bytes", store.ErrCorrupt, col.Int64, size)
+	}
+	return rowid, size, nil
+}
+
+// ReadAt reads len(p) bytes of key's value at off with io.ReaderAt
+// semantics (fewer only at the end of the value, then io.EOF, returned
+// bare). It reads only that range, through SQLite's incremental blob I/O.
+func (t *Table) ReadAt(key string, p []byte, off int64) (int, error) {
+	if err := t.check(false); err != nil {
+		return 0, store.Wrap("read", key, err)
+	}
+	if off < 0 {
+		return 0, store.Wrap("read", key, fmt.Errorf("%w: negative offset %d", store.ErrInvalidArgument, off))
+	}
+	var n int
+	var eof bool
+	err := t.view(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
+		rowid, size, err := t.locate(ctx, tx, key)
+		if err != nil {
+			return err
+		}
+		if off >= size || len(p) == 0 {
+			eof = off >= size && len(p) > 0
+			return nil
+		}
+		return sqlite.Raw(ctx, c, func(sc *sqlite.Conn) error {
+			b, err := sc.OpenBlob("main", t.info.Name, "value", rowid, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			n, err = b.ReadAt(p, off)
+			if err == io.EOF {
+				eof, err = true, nil
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return 0, store.Wrap("read", key, err)
+	}
+	if eof {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// GetTo writes key's value to w in 1 MiB pieces, in constant memory, and
+// returns the bytes written. The whole value comes from one read
+// transaction, so it is never a mix of two versions; a slow w keeps that
+// transaction (and so a WAL checkpoint) waiting.
+func (t *Table) GetTo(key string, w io.Writer) (int64, error) {
+	if err := t.check(false); err != nil {
+		return 0, store.Wrap("get", key, err)
+	}
+	var done int64
+	err := t.view(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
+		rowid, size, err := t.locate(ctx, tx, key)
+		if err != nil || size == 0 {
+			return err
+		}
+		return sqlite.Raw(ctx, c, func(sc *sqlite.Conn) error {
+			b, err := sc.OpenBlob("main", t.info.Name, "value", rowid, false)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			if b.Size() != size {
+				return fmt.Errorf("%w: blob of %d bytes, length(value) %d", store.ErrCorrupt, b.Size(), size)
+			}
+			buf := make([]byte, min(size, pieceSize))
+			for done < size {
+				n, err := b.ReadAt(buf[:min(size-done, pieceSize)], done)
+				if err != nil {
+					return err
+				}
+				m, err := w.Write(buf[:n])
+				done += int64(m)
+				if err != nil {
+					return err
+				}
+				if m != n {
+					return io.ErrShortWrite
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return done, store.Wrap("get", key, err)
+	}
+	return done, nil
+}
+
+// Len returns the number of keys.
+func (t *Table) Len() (int64, error) {
+	if err := t.check(false); err != nil {
+		return 0, store.Wrap("len", "", err)
+	}
+	var n int64
+	if err := t.r.QueryRow(`SELECT count(*) FROM ` + t.q).Scan(&n); err != nil {
+		return 0, store.Wrap("len", "", err)
+	}
+	return n, nil
+}

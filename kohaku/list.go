@@ -1,0 +1,109 @@
+package kohaku
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/kohakuvault/kvaultfs/store"
+)
+
+// scanBatch is how many keys one read transaction of Scan fetches: no
+// long read transaction while fn runs, so a WAL can always be
+// checkpointed.
+const scanBatch = 1000
+
+// Scan calls fn with every key that starts with prefix and is greater
+// than after, in the order of their bytes (memcmp, KohakuVault's ORDER BY
+// key), and its value's size, at most limit keys (limit <= 0: all). after
+// == "" starts at the first key, the empty key included (it sorts first);
+// a caller paging one key at a time past the empty key must skip it
+// itself. Keys are read in batches, each in its own transaction, and fn
+// runs outside them: a key changed meanwhile may be seen in its old or new
+// state, but none is seen twice or skipped if it stays. An error from fn
+// stops the scan and is returned as is.
+func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size int64) error) error {
+	if err := t.check(false); err != nil {
+		return store.Wrap("list", prefix, err)
+	}
+	// Bounds: key >= lo (or > after), key < hi when the prefix has a
+	// successor. prefix || 0xFF, KohakuVault's upper bound, misses keys
+	// whose byte after the prefix is 0xFF; the successor does not.
+	lo, strict := prefix, false
+	if after != "" && after >= prefix {
+		lo, strict = after, true
+	}
+	hi, bounded := successor(prefix)
+	sizeCol := "length(value)"
+	if t.info.Format == FormatA {
+		sizeCol = "size"
+	}
+	cmp := ">="
+	for sent := 0; limit <= 0 || sent < limit; {
+		n := scanBatch
+		if limit > 0 {
+			n = min(n, limit-sent)
+		}
+		q := `SELECT key, ` + sizeCol + ` FROM ` + t.q + ` WHERE key ` + cmp + ` ?1`
+		if strict {
+			q = `SELECT key, ` + sizeCol + ` FROM ` + t.q + ` WHERE key > ?1`
+		}
+		args := []any{[]byte(lo)}
+		if bounded {
+			q += ` AND key < ?2`
+			args = append(args, []byte(hi))
+		}
+		q += fmt.Sprintf(` ORDER BY key LIMIT %d`, n)
+		type entry struct {
+			key  string
+			size int64
+		}
+		var batch []entry
+		err := t.view(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
+			rows, err := tx.QueryContext(ctx, q, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var k []byte
+				var e entry
+				if err := rows.Scan(&k, &e.size); err != nil {
+					return err
+				}
+				e.key = string(k)
+				batch = append(batch, e)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return store.Wrap("list", prefix, err)
+		}
+		for _, e := range batch {
+			if err := fn(e.key, e.size); err != nil {
+				return err
+			}
+		}
+		sent += len(batch)
+		if len(batch) < n {
+			return nil
+		}
+		lo, strict = batch[len(batch)-1].key, true
+	}
+	return nil
+}
+
+// successor returns the smallest byte string greater than every string
+// that starts with prefix, and false when there is none (an empty prefix,
+// or one of only 0xFF bytes).
+func successor(prefix string) (string, bool) {
+	b := []byte(prefix)
+	for len(b) > 0 && b[len(b)-1] == 0xFF {
+		b = b[:len(b)-1]
+	}
+	if len(b) == 0 {
+		return "", false
+	}
+	b[len(b)-1]++
+	return string(b), true
+}

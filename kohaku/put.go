@@ -1,0 +1,255 @@
+package kohaku
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/kohakuvault/kvaultfs/internal/sqlite"
+	"github.com/kohakuvault/kvaultfs/store"
+)
+
+// upsert is KohakuVault's own put statement for the table's format
+// (spec 2.2), with ?1 the key, ?2 the value and, in A, ?3 its length.
+func (t *Table) upsert() string {
+	if t.info.Format == FormatA {
+		return `INSERT INTO ` + t.q + `(key, value, size) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO UPDATE SET value = excluded.value, size = excluded.size`
+	}
+	return `INSERT INTO ` + t.q + `(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value`
+}
+
+// upsertZero is the upsert of put_file: a zero-filled value of ?2 bytes
+// (and, in A, size ?2) that blob writes then fill.
+func (t *Table) upsertZero() string {
+	if t.info.Format == FormatA {
+		return `INSERT INTO ` + t.q + `(key, value, size) VALUES (?1, zeroblob(?2), ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value, size = excluded.size`
+	}
+	return `INSERT INTO ` + t.q + `(key, value) VALUES (?1, zeroblob(?2)) ON CONFLICT(key) DO UPDATE SET value = excluded.value`
+}
+
+// checkValue applies the size limit and the header policy.
+func (t *Table) checkValue(value []byte) error {
+	if len(value) > MaxValueSize {
+		return tooLarge(int64(len(value)))
+	}
+	return t.checkHeader(value, int64(len(value)))
+}
+
+// args binds key and value as BLOBs, never NULL or TEXT: a nil value
+// becomes a zero-length BLOB.
+func (t *Table) args(key string, value []byte) []any {
+	if value == nil {
+		value = []byte{}
+	}
+	if t.info.Format == FormatA {
+		return []any{[]byte(key), value, int64(len(value))}
+	}
+	return []any{[]byte(key), value}
+}
+
+// Put stores value under key with KohakuVault's upsert, committed when it
+// returns (format A also sets size). Bytes are stored verbatim.
+func (t *Table) Put(key string, value []byte) error {
+	if err := t.check(true); err != nil {
+		return store.Wrap("put", key, err)
+	}
+	if err := t.checkValue(value); err != nil {
+		return store.Wrap("put", key, err)
+	}
+	_, err := t.w.Exec(t.upsert(), t.args(key, value)...)
+	return store.Wrap("put", key, err)
+}
+
+// Item is one change of a PutBatch: a put of Value, or a delete.
+type Item struct {
+	Key    string
+	Value  []byte
+	Delete bool
+}
+
+// PutBatch applies items in order in one transaction (the write-back
+// cache's flush): all or nothing. Deleting an absent key is no error. Every
+// value is checked before anything is written.
+func (t *Table) PutBatch(items []Item) error {
+	if err := t.check(true); err != nil {
+		return store.Wrap("put", "", err)
+	}
+	for _, it := range items {
+		if !it.Delete {
+			if err := t.checkValue(it.Value); err != nil {
+				return store.Wrap("put", it.Key, err)
+			}
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	var failed string
+	err := t.update(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
+		put, err := tx.PrepareContext(ctx, t.upsert())
+		if err != nil {
+			return err
+		}
+		defer put.Close()
+		del, err := tx.PrepareContext(ctx, `DELETE FROM `+t.q+` WHERE key = ?1`)
+		if err != nil {
+			return err
+		}
+		defer del.Close()
+		for _, it := range items {
+			if it.Delete {
+				_, err = del.ExecContext(ctx, []byte(it.Key))
+			} else {
+				_, err = put.ExecContext(ctx, t.args(it.Key, it.Value)...)
+			}
+			if err != nil {
+				failed = it.Key
+				return err
+			}
+		}
+		return nil
+	})
+	return store.Wrap("put", failed, err)
+}
+
+// PutReader stores the bytes r yields under key without holding the value
+// in memory. With size >= 0, r must yield exactly size bytes: in one write
+// transaction the key gets a zero-filled value of that size (KohakuVault's
+// put_file upsert) that blob writes then fill in 1 MiB pieces; a reader
+// that fails, ends early or yields more rolls the transaction back and
+// leaves the old value whole (KohakuVault's own put_file does not). The
+// write lock is held while r is read, so a slow r delays other writers,
+// KohakuVault's included (they wait up to their busy_timeout). With size
+// < 0, r is first spooled to a temporary file beside the database (at
+// most MaxValueSize bytes), then written the same way. A value over
+// MaxValueSize is store.ErrTooLarge and changes nothing.
+func (t *Table) PutReader(key string, r io.Reader, size int64) error {
+	if err := t.check(true); err != nil {
+		return store.Wrap("put", key, err)
+	}
+	if size > MaxValueSize {
+		return store.Wrap("put", key, tooLarge(size))
+	}
+	if size < 0 {
+		f, n, err := t.spool(r)
+		if err != nil {
+			return store.Wrap("put", key, err)
+		}
+		defer f.Close()
+		r, size = f, n
+	}
+	// The header policy needs the first bytes before anything is written.
+	head := make([]byte, min(size, headerLen))
+	if _, err := io.ReadFull(r, head); err != nil {
+		return store.Wrap("put", key, shortReader(err, size))
+	}
+	if err := t.checkHeader(head, size); err != nil {
+		return store.Wrap("put", key, err)
+	}
+	if size <= pieceSize { // one piece: a plain upsert costs less than a blob
+		buf := make([]byte, size)
+		copy(buf, head)
+		if err := readExact(r, buf[len(head):], size); err != nil {
+			return store.Wrap("put", key, err)
+		}
+		if err := readExact(r, nil, size); err != nil {
+			return store.Wrap("put", key, err)
+		}
+		return t.Put(key, buf)
+	}
+	err := t.update(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, t.upsertZero(), []byte(key), size); err != nil {
+			return err
+		}
+		var rowid int64
+		if err := tx.QueryRowContext(ctx, `SELECT rowid FROM `+t.q+` WHERE key = ?1`, []byte(key)).Scan(&rowid); err != nil {
+			return err
+		}
+		return sqlite.Raw(ctx, c, func(sc *sqlite.Conn) error {
+			b, err := sc.OpenBlob("main", t.info.Name, "value", rowid, true)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			if _, err := b.WriteAt(head, 0); err != nil {
+				return err
+			}
+			buf := make([]byte, pieceSize)
+			for off := int64(len(head)); off < size; {
+				p := buf[:min(size-off, pieceSize)]
+				if err := readExact(r, p, size); err != nil {
+					return err
+				}
+				if _, err := b.WriteAt(p, off); err != nil {
+					return err
+				}
+				off += int64(len(p))
+			}
+			if err := readExact(r, nil, size); err != nil {
+				return err
+			}
+			return b.Close()
+		})
+	})
+	return store.Wrap("put", key, err)
+}
+
+// readExact fills p from r; with p empty it checks that r has ended. A
+// reader that ends early or yields more than size bytes is an error.
+func readExact(r io.Reader, p []byte, size int64) error {
+	if len(p) > 0 {
+		if _, err := io.ReadFull(r, p); err != nil {
+			return shortReader(err, size)
+		}
+		return nil
+	}
+	var one [1]byte
+	for {
+		n, err := r.Read(one[:])
+		if n > 0 {
+			return fmt.Errorf("%w: the reader yields more than the %d bytes announced", store.ErrInvalidArgument, size)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// shortReader names a reader that ended before size bytes.
+func shortReader(err error, size int64) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: the reader ended before the %d bytes announced", store.ErrInvalidArgument, size)
+	}
+	return err
+}
+
+// spool copies r to an unlinked temporary file beside the database (the
+// disk that must hold the value anyway, rather than a /tmp that may be
+// memory), positioned at its start, and returns it with its length. More
+// than MaxValueSize bytes is store.ErrTooLarge.
+func (t *Table) spool(r io.Reader) (*os.File, int64, error) {
+	f, err := os.CreateTemp(filepath.Dir(t.path), ".kvaultfs-spool-*")
+	if err != nil {
+		return nil, 0, err
+	}
+	os.Remove(f.Name()) // unlinked: nothing to clean up after a crash
+	n, err := io.Copy(f, io.LimitReader(r, MaxValueSize+1))
+	if err == nil && n > MaxValueSize {
+		err = tooLarge(n)
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, n, nil
+}

@@ -1,0 +1,276 @@
+package kohaku
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+	"golang.org/x/sys/unix"
+
+	"github.com/kohakuvault/kvaultfs/store"
+)
+
+// Options configure Open.
+type Options struct {
+	// Table names the KV table to serve; "" picks the only
+	// KohakuVault-shaped table of the file (several is an error listing
+	// them).
+	Table string
+	// ReadOnly opens the file without ever writing it; writes fail with
+	// store.ErrReadOnly. A file or directory that is not writable is
+	// opened read-only whatever this says.
+	ReadOnly bool
+	// BusyTimeout is how long SQLite waits for a lock another process
+	// holds (KohakuVault's own connections wait 5 s). Zero means
+	// DefaultBusyTimeout.
+	BusyTimeout time.Duration
+}
+
+// DefaultBusyTimeout is KohakuVault's busy_timeout.
+const DefaultBusyTimeout = 5 * time.Second
+
+// MaxValueSize is the largest value a KohakuVault file can hold: one BLOB
+// under SQLite's default SQLITE_MAX_LENGTH, which KohakuVault's bundled
+// SQLite keeps (spec 2.1). Larger values need a native vault.
+const MaxValueSize = 1_000_000_000
+
+// Per-connection settings as KohakuVault applies them (spec 2.1), with a
+// smaller page cache since a table has several connections. temp_store is
+// left at its default (a file) so that VACUUM never builds a copy of the
+// database in memory.
+const (
+	mmapSize    = 256 << 20
+	cacheKB     = 16 << 10
+	readerConns = 4
+)
+
+// Table is one KohakuVault KV table opened read-write in its own format:
+// every value it writes is what KohakuVault's own statements write, so the
+// Python library and kvaultfs can use the file at the same time.
+//
+// Connections: a pool of readers, and one writer connection whose
+// transactions begin IMMEDIATE (the write lock is taken up front and
+// waited for with busy_timeout inside SQLite, never under a Go lock).
+// Nothing in the file other than rows of the table is ever changed: no
+// page size, journal mode, table or index.
+type Table struct {
+	path     string
+	info     TableInfo
+	q        string // the table name quoted for SQL
+	readOnly bool
+	wal      bool
+	r        *sql.DB   // readers
+	w        *sql.DB   // the writer, one connection; nil when read-only
+	dv       *sql.Conn // kept for PRAGMA data_version
+	closed   atomic.Bool
+}
+
+// Open opens the KohakuVault table of the SQLite file at path: the one
+// named by o.Table, or the only KohakuVault-shaped table in the file. The
+// file must exist and hold such a table; its errors name what it holds.
+func Open(path string, o Options) (*Table, error) {
+	if o.BusyTimeout < 0 {
+		return nil, store.Wrap("open", path, fmt.Errorf("%w: negative busy timeout", store.ErrInvalidArgument))
+	}
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, store.Wrap("open", path, err)
+	}
+	s, err := SurveyFile(path)
+	if err != nil {
+		return nil, store.Wrap("open", path, err)
+	}
+	info, err := s.Choose(o.Table)
+	if err != nil {
+		return nil, store.Wrap("open", path, err)
+	}
+	t := &Table{path: path, info: info, q: quoteIdent(info.Name)}
+	t.readOnly = o.ReadOnly || !writable(path)
+	if err := t.openPools(o); err != nil {
+		t.closePools()
+		return nil, store.Wrap("open", path, err)
+	}
+	return t, nil
+}
+
+// writable reports whether this process may write the file and create
+// its -wal, -shm or -journal beside it.
+func writable(path string) bool {
+	return unix.Access(path, unix.W_OK) == nil && unix.Access(filepath.Dir(path), unix.W_OK|unix.X_OK) == nil
+}
+
+// openPools opens the reader pool, learns the journal mode, then opens the
+// writer with the synchronous level that fits it.
+func (t *Table) openPools(o Options) error {
+	busy := fmt.Sprint(o.BusyTimeout.Milliseconds())
+	params := url.Values{"_busy_timeout": {busy}}
+	if t.readOnly {
+		params.Set("mode", "ro")
+	} else {
+		params.Set("mode", "rw")
+		params.Set("_query_only", "1")
+	}
+	t.r = openDB(t.path, params, readerConns)
+	ctx := context.Background()
+	dv, err := t.r.Conn(ctx)
+	if err != nil && t.readOnly {
+		// A WAL file in a directory we may not write has no -shm to
+		// share: read it as immutable (nothing else can write it either
+		// without that directory).
+		t.r.Close()
+		params.Set("immutable", "1")
+		t.r = openDB(t.path, params, readerConns)
+		dv, err = t.r.Conn(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	t.dv = dv
+	var mode string
+	if err := dv.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return err
+	}
+	t.wal = strings.EqualFold(mode, "wal")
+	if t.readOnly {
+		return nil
+	}
+	// WAL with synchronous=NORMAL, as KohakuVault runs, loses no commit to
+	// a process crash; a rollback journal needs FULL for that.
+	sync := "FULL"
+	if t.wal {
+		sync = "NORMAL"
+	}
+	t.w = openDB(t.path, url.Values{
+		"mode": {"rw"}, "_busy_timeout": {busy}, "_txlock": {"immediate"}, "_synchronous": {sync},
+	}, 1)
+	return t.w.PingContext(ctx)
+}
+
+// openDB opens a pool on path with the per-connection pragmas. No DSN
+// parameter or pragma here changes the file (journal mode, page size).
+func openDB(path string, params url.Values, conns int) *sql.DB {
+	pragmas := []string{
+		fmt.Sprintf("PRAGMA mmap_size = %d", mmapSize),
+		fmt.Sprintf("PRAGMA cache_size = -%d", cacheKB),
+	}
+	drv := &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		for _, p := range pragmas {
+			if _, err := c.Exec(p, nil); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+		}
+		return nil
+	}}
+	db := sql.OpenDB(connector{fileURI(path, params), drv})
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	db.SetConnMaxIdleTime(time.Minute)
+	return db
+}
+
+// fileURI builds an SQLite URI for path, escaping the characters that
+// would otherwise start a query or fragment.
+func fileURI(path string, params url.Values) string {
+	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	return "file:" + esc + "?" + params.Encode()
+}
+
+// quoteIdent quotes an SQL identifier.
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// Name returns the table's name.
+func (t *Table) Name() string { return t.info.Name }
+
+// Format returns the table's format.
+func (t *Table) Format() Format { return t.info.Format }
+
+// Path returns the file's path as given to Open.
+func (t *Table) Path() string { return t.path }
+
+// ReadOnly reports whether writes are refused (store.ErrReadOnly).
+func (t *Table) ReadOnly() bool { return t.readOnly }
+
+// Close closes every connection; the last connection to a WAL file
+// checkpoints it. Later calls fail with store.ErrClosed.
+func (t *Table) Close() error {
+	if t.closed.Swap(true) {
+		return nil
+	}
+	return store.Wrap("close", "", t.closePools())
+}
+
+func (t *Table) closePools() error {
+	var errs []error
+	if t.dv != nil {
+		errs = append(errs, t.dv.Close())
+	}
+	if t.r != nil {
+		errs = append(errs, t.r.Close())
+	}
+	if t.w != nil {
+		errs = append(errs, t.w.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// check returns the error an operation gets before touching the file:
+// closed, or (for a write) read-only.
+func (t *Table) check(write bool) error {
+	if t.closed.Load() {
+		return store.ErrClosed
+	}
+	if write && t.readOnly {
+		return fmt.Errorf("%w: %s is opened read-only", store.ErrReadOnly, t.path)
+	}
+	return nil
+}
+
+// update runs fn in one write transaction on the writer connection,
+// committing if it returns nil. fn gets the connection too, for blob I/O.
+func (t *Table) update(fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
+	ctx := context.Background()
+	c, err := t.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	tx, err := c.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() // a no-op after Commit
+	if err := fn(ctx, c, tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// view runs fn in one read transaction on a reader connection, so that
+// everything fn reads comes from one snapshot.
+func (t *Table) view(fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
+	ctx := context.Background()
+	c, err := t.r.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	tx, err := c.BeginTx(ctx, nil) // BEGIN (deferred): the snapshot starts at the first read
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := fn(ctx, c, tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
