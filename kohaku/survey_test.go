@@ -16,15 +16,15 @@ import (
 	"github.com/kohakuvault/kvaultfs/internal/kohakutest"
 )
 
-// fileState is what a survey must leave alone: the file's bytes and mtime
+// surveyFileState is what a survey must leave alone: the file's bytes and mtime
 // and the names in its directory (no -wal, -shm or -journal left behind).
-type fileState struct {
+type surveyFileState struct {
 	data  []byte
 	mtime time.Time
 	dir   []string
 }
 
-func stateOf(t *testing.T, path string) fileState {
+func stateOf(t *testing.T, path string) surveyFileState {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -42,10 +42,10 @@ func stateOf(t *testing.T, path string) fileState {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	return fileState{data: data, mtime: mtime, dir: names}
+	return surveyFileState{data: data, mtime: mtime, dir: names}
 }
 
-func (s fileState) check(t *testing.T, path, what string) {
+func (s surveyFileState) check(t *testing.T, path, what string) {
 	t.Helper()
 	now := stateOf(t, path)
 	if !bytes.Equal(now.data, s.data) {

@@ -171,18 +171,11 @@ func openDB(path string, params url.Values, conns int) *sql.DB {
 		}
 		return nil
 	}}
-	db := sql.OpenDB(connector{fileURI(path, params), drv})
+	db := sql.OpenDB(connector{fileURI(path) + "?" + params.Encode(), drv})
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
 	db.SetConnMaxIdleTime(time.Minute)
 	return db
-}
-
-// fileURI builds an SQLite URI for path, escaping the characters that
-// would otherwise start a query or fragment.
-func fileURI(path string, params url.Values) string {
-	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	return "file:" + esc + "?" + params.Encode()
 }
 
 // quoteIdent quotes an SQL identifier.
