@@ -2,28 +2,20 @@ package kohaku
 
 import "errors"
 
-// ErrInvalidArgument and ErrNotFound stand in for store.ErrInvalidArgument
-// and store.ErrNotFound until the store package exists; when it lands they
-// become aliases of those (var ErrInvalidArgument = store.ErrInvalidArgument)
-// so that errors.Is keeps working for every caller.
+// Errors of recognition. Each also matches store.ErrInvalidArgument or
+// store.ErrNotFound through errors.Is, so callers may test either the
+// precise or the broad one.
 var (
-	ErrInvalidArgument = errors.New("invalid argument")
-	ErrNotFound        = errors.New("not found")
-)
-
-// Errors of recognition. Each also matches ErrInvalidArgument or ErrNotFound
-// through errors.Is, so callers may test either the precise or the broad one.
-var (
-	// ErrNotSQLite: the file is not a SQLite database (also ErrInvalidArgument).
+	// ErrNotSQLite: the file is not a SQLite database (also store.ErrInvalidArgument).
 	ErrNotSQLite = errors.New("not a SQLite database")
 	// ErrNoKVTable: no KohakuVault KV table in the file, or the named
-	// table does not exist (also ErrNotFound).
+	// table does not exist (also store.ErrNotFound).
 	ErrNoKVTable = errors.New("no KohakuVault table")
 	// ErrSeveralKVTables: several KohakuVault tables and none chosen
-	// (also ErrInvalidArgument).
+	// (also store.ErrInvalidArgument).
 	ErrSeveralKVTables = errors.New("several KohakuVault tables")
 	// ErrNotKVTable: the named table exists but has no KohakuVault KV
-	// shape (also ErrInvalidArgument).
+	// shape (also store.ErrInvalidArgument).
 	ErrNotKVTable = errors.New("not a KohakuVault table")
 )
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // Format is the on-disk shape of a KohakuVault KV table (spec section 1).
@@ -77,14 +79,14 @@ func (s Survey) Choose(name string) (TableInfo, error) {
 			if len(s.KV) > 0 {
 				msg += " (KohakuVault tables: " + s.kvNames() + ")"
 			}
-			return TableInfo{}, newKindError(msg, ErrNoKVTable, ErrNotFound)
+			return TableInfo{}, newKindError(msg, ErrNoKVTable, store.ErrNotFound)
 		}
 		what := s.what[name]
 		if what == "" {
 			what = "its columns are not KohakuVault's"
 		}
 		return TableInfo{}, newKindError(fmt.Sprintf("table %q is not a KohakuVault table: %s", name, what),
-			ErrNotKVTable, ErrInvalidArgument)
+			ErrNotKVTable, store.ErrInvalidArgument)
 	}
 	switch len(s.KV) {
 	case 0:
@@ -92,12 +94,12 @@ func (s Survey) Choose(name string) (TableInfo, error) {
 		if len(s.Tables) > 0 {
 			msg += " (tables: " + strings.Join(s.Tables, ", ") + ")"
 		}
-		return TableInfo{}, newKindError(msg, ErrNoKVTable, ErrNotFound)
+		return TableInfo{}, newKindError(msg, ErrNoKVTable, store.ErrNotFound)
 	case 1:
 		return s.KV[0], nil
 	}
 	return TableInfo{}, newKindError("several KohakuVault tables: "+s.kvNames()+"; choose one with --table",
-		ErrSeveralKVTables, ErrInvalidArgument)
+		ErrSeveralKVTables, store.ErrInvalidArgument)
 }
 
 func (s Survey) kvNames() string {

@@ -14,17 +14,18 @@ import (
 
 	"github.com/kohakuvault/kvaultfs/internal/kohakufixtures"
 	"github.com/kohakuvault/kvaultfs/internal/kohakutest"
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
-// surveyFileState is what a survey must leave alone: the file's bytes and mtime
+// surveyState is what a survey must leave alone: the file's bytes and mtime
 // and the names in its directory (no -wal, -shm or -journal left behind).
-type surveyFileState struct {
+type surveyState struct {
 	data  []byte
 	mtime time.Time
 	dir   []string
 }
 
-func stateOf(t *testing.T, path string) surveyFileState {
+func stateOf(t *testing.T, path string) surveyState {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -42,10 +43,10 @@ func stateOf(t *testing.T, path string) surveyFileState {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	return surveyFileState{data: data, mtime: mtime, dir: names}
+	return surveyState{data: data, mtime: mtime, dir: names}
 }
 
-func (s surveyFileState) check(t *testing.T, path, what string) {
+func (s surveyState) check(t *testing.T, path, what string) {
 	t.Helper()
 	now := stateOf(t, path)
 	if !bytes.Equal(now.data, s.data) {
@@ -126,17 +127,17 @@ func TestChoose(t *testing.T) {
 		{fixture: "named.db", want: TableInfo{"kvault", FormatBC}},
 		{fixture: "several.db", table: "images", want: TableInfo{"images", FormatA}},
 		{fixture: "several.db", table: "kv", want: TableInfo{"kv", FormatBC}},
-		{fixture: "several.db", errs: []error{ErrSeveralKVTables, ErrInvalidArgument},
+		{fixture: "several.db", errs: []error{ErrSeveralKVTables, store.ErrInvalidArgument},
 			msg: "several KohakuVault tables: images, kv; choose one with --table"},
-		{fixture: "several.db", table: "kohakuvault_meta", errs: []error{ErrNotKVTable, ErrInvalidArgument},
+		{fixture: "several.db", table: "kohakuvault_meta", errs: []error{ErrNotKVTable, store.ErrInvalidArgument},
 			msg: `table "kohakuvault_meta" is not a KohakuVault table: columns (key TEXT pk, value TEXT notnull)`},
-		{fixture: "format-c.db", table: "text_vault", errs: []error{ErrNotKVTable, ErrInvalidArgument},
+		{fixture: "format-c.db", table: "text_vault", errs: []error{ErrNotKVTable, store.ErrInvalidArgument},
 			msg: `table "text_vault" is not a KohakuVault table: a virtual table`},
-		{fixture: "format-c.db", table: "nope", errs: []error{ErrNoKVTable, ErrNotFound},
+		{fixture: "format-c.db", table: "nope", errs: []error{ErrNoKVTable, store.ErrNotFound},
 			msg: `no table "nope" in the file (KohakuVault tables: kv)`},
-		{fixture: "foreign.db", errs: []error{ErrNoKVTable, ErrNotFound},
+		{fixture: "foreign.db", errs: []error{ErrNoKVTable, store.ErrNotFound},
 			msg: "no KohakuVault table in the file (tables: orders, sessions, users)"},
-		{fixture: "foreign.db", table: "users", errs: []error{ErrNotKVTable, ErrInvalidArgument},
+		{fixture: "foreign.db", table: "users", errs: []error{ErrNotKVTable, store.ErrInvalidArgument},
 			msg: `table "users" is not a KohakuVault table: columns (id INTEGER pk, name TEXT notnull, email TEXT)`},
 	}
 	for _, c := range cases {
@@ -165,7 +166,7 @@ func TestChoose(t *testing.T) {
 	if _, err := empty.Choose(""); !errors.Is(err, ErrNoKVTable) || err.Error() != "no KohakuVault table in the file" {
 		t.Errorf("empty survey: %v", err)
 	}
-	if _, err := empty.Choose("kv"); !errors.Is(err, ErrNotFound) {
+	if _, err := empty.Choose("kv"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("empty survey, named: %v", err)
 	}
 }
@@ -275,14 +276,14 @@ func TestSurveyNotSQLite(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: surveyed as %+v, want an error", name, s)
 		}
-		if !errors.Is(err, ErrNotSQLite) || !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "not a SQLite database") {
-			t.Errorf("%s: %v, want ErrNotSQLite and ErrInvalidArgument", name, err)
+		if !errors.Is(err, ErrNotSQLite) || !errors.Is(err, store.ErrInvalidArgument) || !strings.Contains(err.Error(), "not a SQLite database") {
+			t.Errorf("%s: %v, want ErrNotSQLite and store.ErrInvalidArgument", name, err)
 		}
 		before.check(t, path, "SurveyFile")
 	}
 	dir := t.TempDir()
-	if _, err := SurveyFile(dir); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("directory: %v, want ErrInvalidArgument", err)
+	if _, err := SurveyFile(dir); !errors.Is(err, store.ErrInvalidArgument) {
+		t.Errorf("directory: %v, want store.ErrInvalidArgument", err)
 	}
 }
 
@@ -357,4 +358,27 @@ func TestSurveyWhileOpenElsewhere(t *testing.T) {
 	if _, err := os.Stat(path + "-wal"); err != nil {
 		t.Errorf("the other connection's -wal is gone: %v", err)
 	}
+}
+
+// TestSurveyOddPath: a path with the characters that end or escape a SQLite
+// URI ('?', '#', '%') is surveyed as the file it names.
+func TestSurveyOddPath(t *testing.T) {
+	src := kohakutest.CopyFixture(t, "named.db")
+	dir := filepath.Join(t.TempDir(), "a?b#c%20d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "we?ird#%41.db")
+	if err := os.Rename(src, path); err != nil {
+		t.Fatal(err)
+	}
+	before := stateOf(t, path)
+	s, err := SurveyFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []TableInfo{{"kvault", FormatBC}}; !slices.Equal(s.KV, want) {
+		t.Errorf("KV %v, want %v", s.KV, want)
+	}
+	before.check(t, path, "SurveyFile")
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/mattn/go-sqlite3"
+
+	"github.com/kohakuvault/kvaultfs/store"
 )
 
 // sqliteMagic starts every SQLite database file.
@@ -19,7 +21,7 @@ var sqliteMagic = []byte("SQLite format 3\x00")
 
 // SurveyFile surveys a file without changing it. A missing or 0-byte file is
 // an empty survey (a new vault may be made there); a file that is not a
-// SQLite database is an error matching ErrNotSQLite and ErrInvalidArgument,
+// SQLite database is an error matching ErrNotSQLite and store.ErrInvalidArgument,
 // found from its first 100 bytes without handing it to SQLite at all.
 //
 // How the file is opened, so that nothing is written:
@@ -48,7 +50,7 @@ func SurveyFile(path string) (Survey, error) {
 		return Survey{}, fmt.Errorf("survey %s: %w", path, err)
 	}
 	if fi.IsDir() {
-		return Survey{}, newKindError(fmt.Sprintf("survey %s: is a directory, not a SQLite database", path), ErrNotSQLite, ErrInvalidArgument)
+		return Survey{}, newKindError(fmt.Sprintf("survey %s: is a directory, not a SQLite database", path), ErrNotSQLite, store.ErrInvalidArgument)
 	}
 	if fi.Size() == 0 {
 		return empty, nil
@@ -58,7 +60,7 @@ func SurveyFile(path string) (Survey, error) {
 		return Survey{}, err
 	}
 	if len(header) < 100 || !bytes.HasPrefix(header, sqliteMagic) {
-		return Survey{}, newKindError(fmt.Sprintf("survey %s: not a SQLite database (it does not start with %q)", path, "SQLite format 3"), ErrNotSQLite, ErrInvalidArgument)
+		return Survey{}, newKindError(fmt.Sprintf("survey %s: not a SQLite database (it does not start with %q)", path, "SQLite format 3"), ErrNotSQLite, store.ErrInvalidArgument)
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -88,7 +90,7 @@ func SurveyFile(path string) (Survey, error) {
 func surveyError(path string, err error) error {
 	var se sqlite3.Error
 	if errors.As(err, &se) && se.Code == sqlite3.ErrNotADB {
-		return newKindError(fmt.Sprintf("survey %s: not a SQLite database (%v)", path, err), ErrNotSQLite, ErrInvalidArgument, err)
+		return newKindError(fmt.Sprintf("survey %s: not a SQLite database (%v)", path, err), ErrNotSQLite, store.ErrInvalidArgument, err)
 	}
 	return fmt.Errorf("survey %s: %w", path, err)
 }

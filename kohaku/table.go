@@ -171,11 +171,16 @@ func openDB(path string, params url.Values, conns int) *sql.DB {
 		}
 		return nil
 	}}
-	db := sql.OpenDB(connector{fileURI(path) + "?" + params.Encode(), drv})
+	db := sql.OpenDB(connector{tableURI(path, params), drv})
 	db.SetMaxOpenConns(conns)
 	db.SetMaxIdleConns(conns)
 	db.SetConnMaxIdleTime(time.Minute)
 	return db
+}
+
+// tableURI builds an SQLite URI for path with params (see fileURI).
+func tableURI(path string, params url.Values) string {
+	return fileURI(path) + "?" + params.Encode()
 }
 
 // quoteIdent quotes an SQL identifier.

@@ -3,8 +3,10 @@ package kohakutest
 import (
 	"bytes"
 	"database/sql"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kohakuvault/kvaultfs/internal/kohakufixtures"
@@ -225,4 +227,66 @@ func fails(t *testing.T, f func(tb testing.TB)) (failed bool) {
 	}()
 	f(ft)
 	return ft.failed
+}
+
+// TestManifestIsCurrent: the committed manifest.json is what the fixture
+// description gives today, so a change to kohakufixtures without
+// regenerating the files (go run ./scripts/mkkohaku -out kohaku/testdata)
+// shows here.
+func TestManifestIsCurrent(t *testing.T) {
+	want, err := json.MarshalIndent(kohakufixtures.BuildManifest(), "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(TestdataDir(t), "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, append(want, '\n')) {
+		t.Errorf("kohaku/testdata/manifest.json is stale: rerun go run ./scripts/mkkohaku -out kohaku/testdata")
+	}
+}
+
+// TestFixtureStatementsVerbatim: SQLite keeps a CREATE statement's text
+// (from the table name on, IF NOT EXISTS dropped) in sqlite_schema; the
+// fixtures must hold KohakuVault's text with its whitespace.
+func TestFixtureStatementsVerbatim(t *testing.T) {
+	const (
+		tableA = "'CREATE TABLE kv (\n" +
+			"                id    INTEGER PRIMARY KEY,\n" +
+			"                key   BLOB    NOT NULL UNIQUE,\n" +
+			"                value BLOB    NOT NULL,\n" +
+			"                size  INTEGER NOT NULL\n" +
+			"            )'"
+		indexA  = "'CREATE UNIQUE INDEX kv_key_idx\n            ON kv(key)'"
+		tableBC = "'CREATE TABLE kv (\n" +
+			"                key   BLOB PRIMARY KEY NOT NULL,\n" +
+			"                value BLOB NOT NULL\n" +
+			"            )'"
+		meta = "'CREATE TABLE kohakuvault_meta (\n" +
+			"                key TEXT PRIMARY KEY,\n" +
+			"                value TEXT NOT NULL\n" +
+			"            )'"
+	)
+	for _, c := range []struct {
+		fixture string
+		want    string
+	}{
+		{"format-a.db", "index|kv_key_idx|kv|" + indexA + "\n" +
+			"index|sqlite_autoindex_kv_1|kv|NULL\n" +
+			"table|kv|kv|" + tableA + "\n"},
+		{"format-b.db", "index|sqlite_autoindex_kv_1|kv|NULL\n" +
+			"table|kv|kv|" + tableBC + "\n"},
+	} {
+		if got := Schema(t, CopyFixture(t, c.fixture)); got != c.want {
+			t.Errorf("%s schema:\n%s\nwant:\n%s", c.fixture, got, c.want)
+		}
+	}
+	c := Schema(t, CopyFixture(t, "format-c.db"))
+	for _, want := range []string{"table|kv|kv|" + tableBC + "\n", "table|kohakuvault_meta|kohakuvault_meta|" + meta + "\n",
+		"table|sqlite_sequence|sqlite_sequence|", "table|text_vault|text_vault|'CREATE VIRTUAL TABLE text_vault USING fts5(content, value_ref UNINDEXED)'"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("format-c.db schema lacks %q:\n%s", want, c)
+		}
+	}
 }
