@@ -65,6 +65,7 @@ type tableFS struct {
 	kids    map[childKey]*entry
 	made    map[*entry]struct{} // directories made by mkdir (in memory only)
 	open    map[int64]*openState
+	keyOps  map[*keyOp]struct{} // renames and unlinks under way
 	closed  bool
 }
 
@@ -107,6 +108,7 @@ func (t *Table) FS() store.FS {
 		kids:     map[childKey]*entry{},
 		made:     map[*entry]struct{}{},
 		open:     map[int64]*openState{},
+		keyOps:   map[*keyOp]struct{}{},
 	}
 	f.baseTime = time.Now().UnixNano()
 	if fi, err := os.Stat(t.path); err == nil {

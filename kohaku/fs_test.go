@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -688,4 +689,89 @@ func TestFSReadOnly(t *testing.T) {
 	if data := readFile(t, fsys, in.ID); len(data) == 0 {
 		t.Error("cannot read")
 	}
+}
+
+// TestFSConcurrentHandles runs handles of one file, renames of it and
+// of its directory, stats and listings at once (for the race detector),
+// then checks the last commit holds what the handles wrote.
+func TestFSConcurrentHandles(t *testing.T) {
+	tb, fsys, path := fsOn(t, "format-c.db")
+	writeNew(t, fsys, "d/f.bin", bytes.Repeat([]byte{'a'}, 1000))
+	ino := lookupPath(t, fsys, "d/f.bin").ID
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := fsys.OpenInode(ino, os.O_RDWR)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for i := 0; i < 50; i++ {
+				if _, err := f.WriteAt([]byte{byte('0' + w)}, int64(w*100+i)); err != nil {
+					errs <- err
+				}
+				p := make([]byte, 10)
+				if _, err := f.ReadAt(p, int64(w*100)); err != nil && err != io.EOF {
+					errs <- err
+				}
+				if i%10 == 0 {
+					if err := f.Flush(); err != nil {
+						errs <- err
+					}
+				}
+			}
+			if err := f.Close(); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		names := []string{"d", "e"}
+		for i := 0; i < 20; i++ {
+			if err := fsys.RenameEntry(store.RootIno, names[i%2], store.RootIno, names[(i+1)%2], 0); err != nil {
+				errs <- err
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 50; i++ {
+			if _, err := fsys.GetInode(ino); err != nil && !errors.Is(err, store.ErrNotFound) {
+				errs <- err
+			}
+			if _, err := fsys.ReadDir(store.RootIno, 0, 100); err != nil {
+				errs <- err
+			}
+			if _, err := fsys.Generations([]int64{ino}); err != nil {
+				errs <- err
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got, err := tb.Get("d/f.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte{'a'}, 1000)
+	for w := 0; w < 4; w++ {
+		for i := 0; i < 50; i++ {
+			want[w*100+i] = byte('0' + w)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("stored value differs from what the handles wrote:\n%q", got)
+	}
+	if ok, _ := tb.Exists("e/f.bin"); ok {
+		t.Error("a commit wrote under the directory's other name")
+	}
+	kohakutest.ReadAll(t, path, "kv")
 }

@@ -193,30 +193,31 @@ func (f *tableFS) ReadDir(dir, after int64, limit int) ([]store.DirEntry, error)
 	if after != 0 && after != reservedIno {
 		f.mu.Lock()
 		ae := f.byIno[after]
-		var aeMade bool
+		var aeMade, aeDir bool
+		var aeName string
 		if ae != nil {
 			_, aeMade = f.made[ae]
+			aeDir, aeName = ae.dir, ae.name
 		}
 		f.mu.Unlock()
 		if ae == nil {
 			return nil, &store.Error{Op: "readdir", Key: p, Err: fmt.Errorf("%w: unknown directory cookie %d", store.ErrInvalidArgument, after)}
 		}
 		switch {
-		case aeMade && !ae.dir:
 		case aeMade:
-			has, err := f.hasPathKeysUnder(join(p, ae.name))
+			has, err := f.hasPathKeysUnder(join(p, aeName))
 			if err != nil {
 				return nil, err
 			}
 			if !has {
-				madePhase, madeAfter = true, ae.name
+				madePhase, madeAfter = true, aeName
 			} else {
-				lo = prefix + ae.name + "0"
+				lo = prefix + aeName + "0"
 			}
-		case ae.dir:
-			lo = prefix + ae.name + "0" // past its subtree
+		case aeDir:
+			lo = prefix + aeName + "0" // past its subtree
 		default:
-			lo = prefix + ae.name + "\x00"
+			lo = prefix + aeName + "\x00"
 		}
 	}
 	if !madePhase {
@@ -258,15 +259,19 @@ func (f *tableFS) ReadDir(dir, after int64, limit int) ([]store.DirEntry, error)
 		return out, nil
 	}
 	// Directories made by mkdir that hold no key.
+	type madeDir struct {
+		e    *entry
+		name string
+	}
 	f.mu.Lock()
-	var made []*entry
+	var made []madeDir
 	for m := range f.made {
 		if m.parent == de.ino && m.name > madeAfter {
-			made = append(made, m)
+			made = append(made, madeDir{m, m.name})
 		}
 	}
 	f.mu.Unlock()
-	slices.SortFunc(made, func(a, b *entry) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(made, func(a, b madeDir) int { return strings.Compare(a.name, b.name) })
 	for _, m := range made {
 		if len(out) >= limit {
 			break
@@ -282,9 +287,9 @@ func (f *tableFS) ReadDir(dir, after int64, limit int) ([]store.DirEntry, error)
 			continue
 		}
 		f.mu.Lock()
-		in := f.inodeLocked(m, 0)
+		in := f.inodeLocked(m.e, 0)
 		f.mu.Unlock()
-		out = append(out, store.DirEntry{Name: m.name, Inode: in, Cookie: m.ino, NoXattrs: true})
+		out = append(out, store.DirEntry{Name: m.name, Inode: in, Cookie: m.e.ino, NoXattrs: true})
 	}
 	return out, nil
 }
@@ -297,11 +302,14 @@ func (f *tableFS) readKeysDir(after int64, limit int) ([]store.DirEntry, error) 
 	if after != 0 {
 		f.mu.Lock()
 		ae := f.byIno[after]
+		ok := ae != nil && ae.binary
+		if ok {
+			lo = ae.key + "\x00"
+		}
 		f.mu.Unlock()
-		if ae == nil || !ae.binary {
+		if !ok {
 			return nil, &store.Error{Op: "readdir", Key: store.ReservedDir + "/" + store.KeysDir, Err: fmt.Errorf("%w: unknown directory cookie %d", store.ErrInvalidArgument, after)}
 		}
-		lo = ae.key + "\x00"
 	}
 	var out []store.DirEntry
 	cache := map[string]bool{}
@@ -313,11 +321,12 @@ func (f *tableFS) readKeysDir(after int64, limit int) ([]store.DirEntry, error) 
 		if err != nil || !shown {
 			return err
 		}
-		e := f.bind(keysIno, store.BinaryName(k), false, k)
+		name := store.BinaryName(k)
+		e := f.bind(keysIno, name, false, k)
 		f.mu.Lock()
 		in := f.inodeLocked(e, size)
 		f.mu.Unlock()
-		out = append(out, store.DirEntry{Name: e.name, Inode: in, Cookie: e.ino, NoXattrs: true})
+		out = append(out, store.DirEntry{Name: name, Inode: in, Cookie: e.ino, NoXattrs: true})
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {

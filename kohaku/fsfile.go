@@ -62,8 +62,9 @@ func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
 	}
 	key, ok := f.keyLocked(e)
 	if !ok {
+		name := e.name
 		f.mu.Unlock()
-		return nil, noEntry("open", e.name)
+		return nil, noEntry("open", name)
 	}
 	st := &openState{ino: e.ino, ready: make(chan struct{}), token: make(chan struct{}, 1), refs: 1}
 	f.open[e.ino] = st
@@ -71,8 +72,21 @@ func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
 
 	spill, err := f.newSpill()
 	var n int64
-	if err == nil && load {
-		n, err = f.t.GetTo(key, spill)
+	for try := 0; err == nil && load; try++ {
+		if n, err = f.t.GetTo(key, spill); err == nil || !notFound(err) || try == 3 {
+			break
+		}
+		// A rename moved the key after it was read: load from its new key.
+		f.mu.Lock()
+		now, ok := f.keyLocked(e)
+		f.mu.Unlock()
+		if !ok || now == key {
+			break
+		}
+		key = now
+		if err = spill.Truncate(0); err == nil {
+			_, err = spill.Seek(0, io.SeekStart)
+		}
 	}
 	f.mu.Lock()
 	if err != nil {
@@ -124,20 +138,38 @@ func (f *tableFS) commit(st *openState) error {
 	if err := st.wait(); err != nil {
 		return err
 	}
-	st.token <- struct{}{}
-	defer func() { <-st.token }()
-	f.mu.Lock()
-	e := f.byIno[st.ino]
-	if e == nil || st.deleted || !st.dirty || st.spill == nil {
+	var e *entry
+	var key string
+	var size, seq int64
+	var spill *os.File
+	for {
+		st.token <- struct{}{}
+		f.mu.Lock()
+		e = f.byIno[st.ino]
+		if e == nil || st.deleted || !st.dirty || st.spill == nil {
+			f.mu.Unlock()
+			<-st.token
+			return nil
+		}
+		var ok bool
+		if key, ok = f.keyLocked(e); !ok {
+			f.mu.Unlock()
+			<-st.token
+			return nil
+		}
+		op := f.keyOpLocked(key)
+		if op == nil {
+			size, seq, spill = st.size, st.seq, st.spill
+			f.mu.Unlock()
+			break
+		}
+		// A rename or unlink of this key is under way: let it finish
+		// (it may need this token), then commit where the file is then.
 		f.mu.Unlock()
-		return nil
+		<-st.token
+		<-op.done
 	}
-	key, ok := f.keyLocked(e)
-	size, seq, spill := st.size, st.seq, st.spill
-	f.mu.Unlock()
-	if !ok {
-		return nil
-	}
+	defer func() { <-st.token }()
 	if err := f.t.PutReader(key, io.NewSectionReader(spill, 0, size), size); err != nil {
 		return err
 	}
@@ -195,7 +227,12 @@ func (f *tableFS) OpenInode(ino int64, flag int) (store.File, error) {
 		return nil, noEntry("open", fmt.Sprint("inode ", ino))
 	}
 	if e.dir {
-		return nil, &store.Error{Op: "open", Key: e.name, Err: store.ErrIsDir}
+		return nil, &store.Error{Op: "open", Key: f.nameOf(e), Err: store.ErrIsDir}
+	}
+	// The mount keeps the kernel's cached pages if the generation is the
+	// one they hold: learn of other processes' commits first.
+	if err := f.refresh(); err != nil {
+		return nil, err
 	}
 	if flag&(os.O_WRONLY|os.O_RDWR) == 0 {
 		if _, err := f.fileInode("open", e); err != nil {
@@ -203,7 +240,7 @@ func (f *tableFS) OpenInode(ino int64, flag int) (store.File, error) {
 		}
 		return &fsFile{f: f, e: e}, nil
 	}
-	if err := f.checkWrite("open", e.name); err != nil {
+	if err := f.checkWrite("open", f.nameOf(e)); err != nil {
 		return nil, err
 	}
 	st, err := f.openWritable(e, true)
@@ -280,10 +317,10 @@ func (f *tableFS) CreateFile(parent int64, name string, mode, uid, gid uint32, f
 // stored value's range through blob I/O.
 func (h *fsFile) ReadAt(p []byte, off int64) (int, error) {
 	if h.closed.Load() {
-		return 0, &store.Error{Op: "read", Key: h.e.name, Err: store.ErrClosed}
+		return 0, &store.Error{Op: "read", Key: h.name(), Err: store.ErrClosed}
 	}
 	if off < 0 {
-		return 0, &store.Error{Op: "read", Key: h.e.name, Err: fmt.Errorf("%w: negative offset %d", store.ErrInvalidArgument, off)}
+		return 0, &store.Error{Op: "read", Key: h.name(), Err: fmt.Errorf("%w: negative offset %d", store.ErrInvalidArgument, off)}
 	}
 	f := h.f
 	f.mu.Lock()
@@ -299,7 +336,7 @@ func (h *fsFile) ReadAt(p []byte, off int64) (int, error) {
 	f.mu.Unlock()
 	if st == nil {
 		if !ok {
-			return 0, noEntry("read", h.e.name)
+			return 0, noEntry("read", h.name())
 		}
 		return f.t.ReadAt(key, p, off)
 	}
@@ -319,7 +356,7 @@ func (h *fsFile) ReadAt(p []byte, off int64) (int, error) {
 		err = io.EOF
 	}
 	if err != nil && err != io.EOF {
-		err = store.Wrap("read", h.e.name, err)
+		err = store.Wrap("read", h.name(), err)
 	}
 	return n, err
 }
@@ -328,10 +365,10 @@ func (h *fsFile) ReadAt(p []byte, off int64) (int, error) {
 // open only for reading or closed.
 func (h *fsFile) writable(op string) (*openState, error) {
 	if h.closed.Load() {
-		return nil, &store.Error{Op: op, Key: h.e.name, Err: store.ErrClosed}
+		return nil, &store.Error{Op: op, Key: h.name(), Err: store.ErrClosed}
 	}
 	if h.st == nil {
-		return nil, &store.Error{Op: op, Key: h.e.name, Err: fmt.Errorf("%w: file not open for writing", store.ErrPermission)}
+		return nil, &store.Error{Op: op, Key: h.name(), Err: fmt.Errorf("%w: file not open for writing", store.ErrPermission)}
 	}
 	return h.st, nil
 }
@@ -342,7 +379,7 @@ func (h *fsFile) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := checkEnd(h.e.name, off, int64(len(p))); err != nil {
+	if err := checkEnd(h.name(), off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	n, err := st.spill.WriteAt(p, off)
@@ -350,7 +387,7 @@ func (h *fsFile) WriteAt(p []byte, off int64) (int, error) {
 		h.f.changed(st, h.e, off+int64(n), false)
 	}
 	if err != nil {
-		return n, store.Wrap("write", h.e.name, err)
+		return n, store.Wrap("write", h.name(), err)
 	}
 	return n, nil
 }
@@ -364,7 +401,7 @@ func (h *fsFile) Append(p []byte) (int, int64, error) {
 	f := h.f
 	f.mu.Lock()
 	off := st.size
-	if err := checkEnd(h.e.name, off, int64(len(p))); err != nil {
+	if err := checkEnd(h.name(), off, int64(len(p))); err != nil {
 		f.mu.Unlock()
 		return 0, off, err
 	}
@@ -373,7 +410,7 @@ func (h *fsFile) Append(p []byte) (int, int64, error) {
 	n, err := st.spill.WriteAt(p, off)
 	f.changed(st, h.e, off+int64(n), false)
 	if err != nil {
-		return n, off, store.Wrap("append", h.e.name, err)
+		return n, off, store.Wrap("append", h.name(), err)
 	}
 	return n, off, f.commit(st)
 }
@@ -391,11 +428,11 @@ func (h *fsFile) Truncate(size int64) error {
 func (st *openState) truncate(f *tableFS, size int64) error {
 	f.mu.Lock()
 	e := f.byIno[st.ino]
-	f.mu.Unlock()
 	name := ""
 	if e != nil {
 		name = e.name
 	}
+	f.mu.Unlock()
 	if err := checkEnd(name, size, 0); err != nil {
 		return err
 	}
@@ -415,7 +452,7 @@ func (h *fsFile) Grow(size int64) error {
 	if err != nil {
 		return err
 	}
-	if err := checkEnd(h.e.name, size, 0); err != nil {
+	if err := checkEnd(h.name(), size, 0); err != nil {
 		return err
 	}
 	if size <= h.Size() {
@@ -423,7 +460,7 @@ func (h *fsFile) Grow(size int64) error {
 	}
 	if err := unix.Fallocate(int(st.spill.Fd()), 0, 0, size); err != nil {
 		if err := writeZeros(st.spill, size-1, size); err != nil {
-			return store.Wrap("allocate", h.e.name, err)
+			return store.Wrap("allocate", h.name(), err)
 		}
 	}
 	h.f.changed(st, h.e, size, false)
@@ -436,7 +473,7 @@ func (h *fsFile) ZeroRange(off, end int64) error {
 	if err != nil {
 		return err
 	}
-	if err := checkEnd(h.e.name, off, max(0, end-off)); err != nil {
+	if err := checkEnd(h.name(), off, max(0, end-off)); err != nil {
 		return err
 	}
 	end = min(end, h.Size())
@@ -445,7 +482,7 @@ func (h *fsFile) ZeroRange(off, end int64) error {
 	}
 	if err := unix.Fallocate(int(st.spill.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, end-off); err != nil {
 		if err := writeZeros(st.spill, off, end); err != nil {
-			return store.Wrap("zero range", h.e.name, err)
+			return store.Wrap("zero range", h.name(), err)
 		}
 	}
 	h.f.changed(st, h.e, end, false)
@@ -469,7 +506,7 @@ func writeZeros(w io.WriterAt, off, end int64) error {
 func (h *fsFile) SeekData(off int64, hole bool) (int64, error) {
 	size := h.Size()
 	if off < 0 || off >= size {
-		return 0, &store.Error{Op: "seek", Key: h.e.name, Err: store.ErrNotFound}
+		return 0, &store.Error{Op: "seek", Key: h.name(), Err: store.ErrNotFound}
 	}
 	if hole {
 		return size, nil
@@ -505,7 +542,7 @@ func (h *fsFile) Stat() (store.Inode, error) { return h.f.fileInode("stat", h.e)
 // Flush commits the data if it changed: close(2) reports its error.
 func (h *fsFile) Flush() error {
 	if h.closed.Load() {
-		return &store.Error{Op: "flush", Key: h.e.name, Err: store.ErrClosed}
+		return &store.Error{Op: "flush", Key: h.name(), Err: store.ErrClosed}
 	}
 	if h.st == nil {
 		return nil
@@ -534,6 +571,9 @@ func (h *fsFile) Close() error {
 	h.f.release(h.st)
 	return err
 }
+
+// name returns the file's current name, for messages.
+func (h *fsFile) name() string { return h.f.nameOf(h.e) }
 
 // Generation returns the file's data generation.
 func (h *fsFile) Generation() int64 {

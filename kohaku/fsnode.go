@@ -14,6 +14,13 @@ import (
 
 // Inodes of the view: entries in memory, bound to paths.
 
+// nameOf returns an entry's current name (a rename may change it).
+func (f *tableFS) nameOf(e *entry) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return e.name
+}
+
 // notFound reports whether err says a key or file is missing.
 func notFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 
@@ -168,7 +175,7 @@ func (f *tableFS) fileInode(op string, e *entry) (store.Inode, error) {
 	}
 	f.mu.Unlock()
 	if !ok {
-		return store.Inode{}, noEntry(op, e.name)
+		return store.Inode{}, noEntry(op, f.nameOf(e))
 	}
 	size, err := f.t.Size(key)
 	if err != nil {
@@ -184,9 +191,10 @@ func (f *tableFS) dirInode(op string, e *entry) (store.Inode, error) {
 	if !fixed(e.ino) {
 		f.mu.Lock()
 		p, ok := f.pathLocked(e)
+		name := e.name
 		f.mu.Unlock()
 		if !ok {
-			return store.Inode{}, noEntry(op, e.name)
+			return store.Inode{}, noEntry(op, name)
 		}
 		exists, err := f.dirExists(p, e)
 		if err != nil {
@@ -229,7 +237,7 @@ func (f *tableFS) Lookup(parent int64, name string) (store.Inode, error) {
 		}
 		return f.GetInode(keysIno)
 	case keysIno:
-		e, err := f.lookupBinary(name)
+		e, _, err := f.lookupBinary(name)
 		if err != nil {
 			return store.Inode{}, err
 		}
@@ -286,23 +294,27 @@ func (f *tableFS) Lookup(parent int64, name string) (store.Inode, error) {
 // lookupBinary finds the file named name in /.kvault/keys: an entry a
 // listing made, else the key whose BinaryName it is, found by a scan of
 // every key (names there are hashes, which no index can reverse).
-func (f *tableFS) lookupBinary(name string) (*entry, error) {
+func (f *tableFS) lookupBinary(name string) (*entry, string, error) {
 	f.mu.Lock()
 	e := f.kids[childKey{keysIno, name}]
+	var key string
+	if e != nil {
+		key = e.key
+	}
 	f.mu.Unlock()
 	if e != nil {
-		shown, err := f.shownInKeys(e.key, nil)
+		shown, err := f.shownInKeys(key, nil)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		if ok, err := f.t.Exists(e.key); err != nil {
-			return nil, err
+		if ok, err := f.t.Exists(key); err != nil {
+			return nil, "", err
 		} else if ok && shown {
-			return e, nil
+			return e, key, nil
 		}
 	}
 	if len(name) != 64 {
-		return nil, noEntry("lookup", name)
+		return nil, "", noEntry("lookup", name)
 	}
 	var found string
 	var ok bool
@@ -322,12 +334,12 @@ func (f *tableFS) lookupBinary(name string) (*entry, error) {
 		return nil
 	})
 	if err != nil && !errors.Is(err, errFound) {
-		return nil, err
+		return nil, "", err
 	}
 	if !ok {
-		return nil, noEntry("lookup", name)
+		return nil, "", noEntry("lookup", name)
 	}
-	return f.bind(keysIno, name, false, found), nil
+	return f.bind(keysIno, name, false, found), found, nil
 }
 
 // shownInKeys reports whether key is shown in /.kvault/keys rather than at
@@ -367,16 +379,16 @@ func (f *tableFS) SetAttr(ino int64, a store.SetAttr) (store.Inode, error) {
 	if e == nil {
 		return store.Inode{}, noEntry("setattr", fmt.Sprint("inode ", ino))
 	}
-	if err := f.checkWrite("setattr", e.name); err != nil {
+	if err := f.checkWrite("setattr", f.nameOf(e)); err != nil {
 		return store.Inode{}, err
 	}
 	if a.Mode != nil && *a.Mode&^0o7777 != 0 {
-		return store.Inode{}, &store.Error{Op: "setattr", Key: e.name, Err: fmt.Errorf("%w: mode %o", store.ErrInvalidArgument, *a.Mode)}
+		return store.Inode{}, &store.Error{Op: "setattr", Key: f.nameOf(e), Err: fmt.Errorf("%w: mode %o", store.ErrInvalidArgument, *a.Mode)}
 	}
 	now := time.Now().UnixNano()
 	if a.Size != nil {
 		if e.dir {
-			return store.Inode{}, &store.Error{Op: "truncate", Key: e.name, Err: store.ErrIsDir}
+			return store.Inode{}, &store.Error{Op: "truncate", Key: f.nameOf(e), Err: store.ErrIsDir}
 		}
 		if err := f.resize(e, *a.Size); err != nil {
 			return store.Inode{}, err
@@ -421,9 +433,9 @@ func (f *tableFS) SetAttr(ino int64, a store.SetAttr) (store.Inode, error) {
 func (f *tableFS) resize(e *entry, size int64) error {
 	if size < 0 || size > MaxValueSize {
 		if size < 0 {
-			return &store.Error{Op: "truncate", Key: e.name, Err: fmt.Errorf("%w: negative size %d", store.ErrInvalidArgument, size)}
+			return &store.Error{Op: "truncate", Key: f.nameOf(e), Err: fmt.Errorf("%w: negative size %d", store.ErrInvalidArgument, size)}
 		}
-		return &store.Error{Op: "truncate", Key: e.name, Err: tooLarge(size)}
+		return &store.Error{Op: "truncate", Key: f.nameOf(e), Err: tooLarge(size)}
 	}
 	f.mu.Lock()
 	st := f.open[e.ino]
@@ -440,7 +452,7 @@ func (f *tableFS) resize(e *entry, size int64) error {
 		return st.truncate(f, size)
 	}
 	if !ok {
-		return noEntry("truncate", e.name)
+		return noEntry("truncate", f.nameOf(e))
 	}
 	if size == 0 {
 		if _, err := f.t.Size(key); err != nil {

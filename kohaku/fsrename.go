@@ -14,6 +14,51 @@ import (
 // Unlink, rename: changes of keys, each one transaction, with the open
 // state of the files concerned moved or dropped after it commits.
 
+// keyOp is a change of keys in progress (a rename or an unlink): until it
+// ends, no commit writes under the keys it covers, so none can bring back
+// a key it moved away or removed, whatever file was opened meanwhile.
+type keyOp struct {
+	keys []string
+	dir  bool // the keys are directories: every key under them is covered
+	done chan struct{}
+}
+
+// covers reports whether the operation covers key.
+func (op *keyOp) covers(key string) bool {
+	for _, k := range op.keys {
+		if key == k || (op.dir && strings.HasPrefix(key, k+"/")) {
+			return true
+		}
+	}
+	return false
+}
+
+// beginKeyOp registers a change of keys; endKeyOp ends it.
+func (f *tableFS) beginKeyOp(dir bool, keys ...string) *keyOp {
+	op := &keyOp{keys: keys, dir: dir, done: make(chan struct{})}
+	f.mu.Lock()
+	f.keyOps[op] = struct{}{}
+	f.mu.Unlock()
+	return op
+}
+
+func (f *tableFS) endKeyOp(op *keyOp) {
+	f.mu.Lock()
+	delete(f.keyOps, op)
+	f.mu.Unlock()
+	close(op.done)
+}
+
+// keyOpLocked returns a change of keys in progress that covers key.
+func (f *tableFS) keyOpLocked(key string) *keyOp {
+	for op := range f.keyOps {
+		if op.covers(key) {
+			return op
+		}
+	}
+	return nil
+}
+
 // lockStates takes the commit tokens of the open states of the given
 // inodes (in inode order, so two renames never wait for each other) and
 // returns a function that gives them back. It waits for commits in
@@ -57,10 +102,9 @@ func (f *tableFS) Unlink(parent int64, name string) error {
 	var key string
 	if parent == keysIno {
 		var err error
-		if e, err = f.lookupBinary(name); err != nil {
+		if e, key, err = f.lookupBinary(name); err != nil {
 			return err
 		}
-		key = e.key
 	} else {
 		_, dir, err := f.dirPath("unlink", parent)
 		if err != nil {
@@ -84,9 +128,10 @@ func (f *tableFS) Unlink(parent int64, name string) error {
 		e = f.kids[childKey{parent, name}]
 		f.mu.Unlock()
 	}
-	var unlock func()
+	op := f.beginKeyOp(false, key)
+	defer f.endKeyOp(op)
 	if e != nil {
-		unlock = f.lockStates(e.ino)
+		unlock := f.lockStates(e.ino)
 		defer unlock()
 	}
 	if err := f.t.Delete(key); err != nil {
@@ -139,10 +184,9 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 	srcDir := false
 	if parent == keysIno {
 		var err error
-		if src, err = f.lookupBinary(name); err != nil {
+		if src, srcKey, err = f.lookupBinary(name); err != nil {
 			return err
 		}
-		srcKey = src.key
 	} else {
 		_, dir, err := f.dirPath("rename", parent)
 		if err != nil {
@@ -192,6 +236,8 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 		if dstIsDir {
 			return &store.Error{Op: "rename", Key: dst, Err: store.ErrIsDir}
 		}
+		op := f.beginKeyOp(false, srcKey, dst)
+		defer f.endKeyOp(op)
 		inos := []int64{src.ino}
 		if dstE != nil {
 			inos = append(inos, dstE.ino)
@@ -216,6 +262,8 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 				return err
 			}
 		}
+		op := f.beginKeyOp(true, srcKey, dst)
+		defer f.endKeyOp(op)
 		unlock := f.lockStates(f.openUnder(src)...)
 		defer unlock()
 		if err := f.movePrefix(srcKey, dst); err != nil {
