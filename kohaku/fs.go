@@ -66,6 +66,7 @@ type tableFS struct {
 	made    map[*entry]struct{} // directories made by mkdir (in memory only)
 	open    map[int64]*openState
 	keyOps  map[*keyOp]struct{} // renames and unlinks under way
+	removed []*entry            // the last maxRemoved entries taken out of the tree
 	closed  bool
 }
 
@@ -78,8 +79,9 @@ type childKey struct {
 // entry is what the view remembers of one inode: its place in the tree
 // (parent and name; the key of a file under /.kvault/keys) and the
 // attributes set through the mount. Entries are made when the kernel
-// looks a name up or lists it, and kept while the view exists: a
-// removed one keeps its name, which a directory listing resumes after.
+// looks a name up or lists it, and kept while the view exists; a removed
+// one is kept for a while (maxRemoved), since a directory listing may
+// resume after its name.
 type entry struct {
 	ino    int64
 	parent int64 // 0 once removed

@@ -3,6 +3,7 @@ package kohaku
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -774,4 +775,51 @@ func TestFSConcurrentHandles(t *testing.T) {
 		t.Error("a commit wrote under the directory's other name")
 	}
 	kohakutest.ReadAll(t, path, "kv")
+}
+
+// TestFSRemovedEntriesBounded removes more files than the view remembers
+// removed entries for, listing on after each batch as rm -r does: the
+// listing never fails or skips, and the memory of removed entries stays
+// bounded.
+func TestFSRemovedEntriesBounded(t *testing.T) {
+	tb, fsys, _ := fsOn(t, "format-b.db")
+	const n = maxRemoved + 500
+	items := make([]Item, n)
+	for i := range items {
+		items[i] = Item{Key: fmt.Sprintf("many/%05d", i), Value: []byte("x")}
+	}
+	if err := tb.PutBatch(items); err != nil {
+		t.Fatal(err)
+	}
+	dir := lookupPath(t, fsys, "many")
+	removed := 0
+	var after int64
+	for {
+		ents, err := fsys.ReadDir(dir.ID, after, 256)
+		if err != nil {
+			t.Fatalf("readdir after %d removals: %v", removed, err)
+		}
+		for _, e := range ents {
+			if err := fsys.Unlink(dir.ID, e.Name); err != nil {
+				t.Fatal(err)
+			}
+			removed++
+			after = e.Cookie
+		}
+		if len(ents) < 256 {
+			break
+		}
+	}
+	if removed != n {
+		t.Errorf("removed %d of %d", removed, n)
+	}
+	if got, _ := tb.Len(); got != 14 {
+		t.Errorf("%d keys left, want the fixture's 14", got)
+	}
+	fsys.mu.Lock()
+	known := len(fsys.byIno)
+	fsys.mu.Unlock()
+	if known > maxRemoved+100 {
+		t.Errorf("%d entries remembered after removing %d files", known, n)
+	}
 }

@@ -121,7 +121,22 @@ func (f *tableFS) detachLocked(e *entry) {
 	}
 	delete(f.made, e)
 	e.parent = 0
+	// Removed entries are kept for a while, so that a listing resumes
+	// after one (rm -r removes what it listed, then lists on), and then
+	// forgotten: removing many files costs bounded memory.
+	f.removed = append(f.removed, e)
+	if len(f.removed) > maxRemoved {
+		old := f.removed[0]
+		f.removed[0] = nil
+		f.removed = f.removed[1:]
+		if old.parent == 0 && f.open[old.ino] == nil && f.byIno[old.ino] == old {
+			delete(f.byIno, old.ino)
+		}
+	}
 }
+
+// maxRemoved is how many removed entries the view remembers.
+const maxRemoved = 4096
 
 // inodeLocked builds the inode of an entry; size is the value's length
 // (files), taken from the open data when the file is open for writing.
