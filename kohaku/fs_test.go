@@ -823,3 +823,28 @@ func TestFSRemovedEntriesBounded(t *testing.T) {
 		t.Errorf("%d entries remembered after removing %d files", known, n)
 	}
 }
+
+// TestFSAppend: an append lands at the end and is committed at once.
+func TestFSAppend(t *testing.T) {
+	tb, fsys, path := fsOn(t, "format-a.db")
+	in := lookupPath(t, fsys, "top.txt")
+	old, _ := tb.Get("top.txt")
+	f, err := fsys.OpenInode(in.ID, os.O_WRONLY|os.O_APPEND)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i, s := range []string{"+one", "+two"} {
+		n, off, err := f.Append([]byte(s))
+		if err != nil || n != len(s) {
+			t.Fatalf("append %q: %d, %v", s, n, err)
+		}
+		if want := int64(len(old) + 4*i); off != want {
+			t.Errorf("append %q went to %d, want %d", s, off, want)
+		}
+		if v, _ := kohakutest.GetLikeKohaku(t, path, "kv", []byte("top.txt")); string(v) != string(old)+"+one+two"[:4*(i+1)] {
+			t.Errorf("after append %d KohakuVault reads %q", i, v)
+		}
+	}
+	kohakutest.ReadAll(t, path, "kv")
+}

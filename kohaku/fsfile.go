@@ -399,9 +399,10 @@ func (h *fsFile) Append(p []byte) (int, int64, error) {
 		return 0, 0, err
 	}
 	f := h.f
+	name := h.name()
 	f.mu.Lock()
 	off := st.size
-	if err := checkEnd(h.name(), off, int64(len(p))); err != nil {
+	if err := checkEnd(name, off, int64(len(p))); err != nil {
 		f.mu.Unlock()
 		return 0, off, err
 	}
