@@ -258,8 +258,17 @@ func TestKohakuMountFFmpeg(t *testing.T) {
 	run(t, "mkdir", "-p", m.path("videos", "in"))
 	run(t, "cp", filepath.Join(plain, "test.mp4"), m.path("videos", "in", "copied.mp4"))
 	run(t, ffmpeg, append(append([]string{}, args...), m.path("videos", "in", "direct.mp4"))...)
+	// +faststart rewrites the file to move the moov atom to the front.
+	fast := append(append([]string{}, args...), "-movflags", "+faststart")
+	run(t, ffmpeg, append(append([]string{}, fast...), filepath.Join(plain, "fast.mp4"))...)
+	run(t, ffmpeg, append(append([]string{}, fast...), m.path("videos", "in", "fast.mp4"))...)
 	want := readFile(t, filepath.Join(plain, "test.mp4"))
-	for _, name := range []string{"copied.mp4", "direct.mp4"} {
+	wantFast := readFile(t, filepath.Join(plain, "fast.mp4"))
+	for _, name := range []string{"copied.mp4", "direct.mp4", "fast.mp4"} {
+		want := want
+		if name == "fast.mp4" {
+			want = wantFast
+		}
 		p := m.path("videos", "in", name)
 		if got := readFile(t, p); !bytes.Equal(got, want) {
 			t.Errorf("%s: %d bytes, want %d, differ at %d", name, len(got), len(want), firstDiff(got, want))
@@ -278,8 +287,13 @@ func TestKohakuMountFFmpeg(t *testing.T) {
 			t.Errorf("KohakuVault reads %d bytes of %s (found %v)", len(v), name, ok)
 		}
 	}
+	// Without +faststart the muxer wrote mdat first and seeked back to
+	// patch its size; with it, the moov atom comes first.
 	if moov, mdat := bytes.Index(want, []byte("moov")), bytes.Index(want, []byte("mdat")); moov < mdat {
-		t.Logf("note: moov at %d before mdat at %d: ffmpeg did not seek back", moov, mdat)
+		t.Errorf("plain MP4: moov at %d before mdat at %d", moov, mdat)
+	}
+	if moov, mdat := bytes.Index(wantFast, []byte("moov")), bytes.Index(wantFast, []byte("mdat")); moov > mdat {
+		t.Errorf("faststart MP4: moov at %d after mdat at %d", moov, mdat)
 	}
 	kohakutest.ReadAll(t, m.db, "kv")
 }
