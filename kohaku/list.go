@@ -38,16 +38,16 @@ func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size i
 	if t.info.Format == FormatA {
 		sizeCol = "size"
 	}
-	cmp := ">="
 	for sent := 0; limit <= 0 || sent < limit; {
 		n := scanBatch
 		if limit > 0 {
 			n = min(n, limit-sent)
 		}
-		q := `SELECT key, ` + sizeCol + ` FROM ` + t.q + ` WHERE key ` + cmp + ` ?1`
+		cmp := ">="
 		if strict {
-			q = `SELECT key, ` + sizeCol + ` FROM ` + t.q + ` WHERE key > ?1`
+			cmp = ">"
 		}
+		q := `SELECT key, ` + sizeCol + ` FROM ` + t.q + ` WHERE key ` + cmp + ` ?1`
 		args := []any{[]byte(lo)}
 		if bounded {
 			q += ` AND key < ?2`

@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"sync"
 	"unsafe"
 
 	"github.com/mattn/go-sqlite3"
@@ -73,7 +74,8 @@ func (e *Error) Error() string { return e.Func + ": " + e.Msg }
 func (e *Error) Unwrap() error { return e.SQLite }
 
 // Conn is the C handle of one driver connection, valid only inside the
-// function given to Raw.
+// function given to Raw, and used by one goroutine at a time like the
+// connection itself.
 type Conn struct {
 	db    *C.sqlite3
 	blobs map[*Blob]struct{} // open blobs, closed when Raw returns
@@ -104,7 +106,7 @@ func Raw(ctx context.Context, c *sql.Conn, fn func(*Conn) error) error {
 }
 
 // handle returns the sqlite3* of a *sqlite3.SQLiteConn: its unexported
-// field db, of type *C.sqlite3 in the driver's package. It checks the
+// field db, of type *C.sqlite3 in the driver's package. dbField checks the
 // field's name and type so a driver upgrade that renames or retypes it
 // fails with ErrDriver rather than reading the wrong memory.
 func handle(dc any) (*C.sqlite3, error) {
@@ -112,19 +114,28 @@ func handle(dc any) (*C.sqlite3, error) {
 	if !ok || sc == nil {
 		return nil, fmt.Errorf("%w: driver connection is %T, not *sqlite3.SQLiteConn", ErrDriver, dc)
 	}
-	f, ok := reflect.TypeOf(sc).Elem().FieldByName("db")
-	if !ok {
-		return nil, fmt.Errorf("%w: *sqlite3.SQLiteConn has no field db", ErrDriver)
+	off, err := dbField()
+	if err != nil {
+		return nil, err
 	}
-	if f.Type.Kind() != reflect.Pointer || f.Type.Elem().Name() != "_Ctype_struct_sqlite3" {
-		return nil, fmt.Errorf("%w: SQLiteConn.db is %v, not *C.sqlite3", ErrDriver, f.Type)
-	}
-	p := *(**C.sqlite3)(unsafe.Add(unsafe.Pointer(sc), f.Offset))
+	p := *(**C.sqlite3)(unsafe.Add(unsafe.Pointer(sc), off))
 	if p == nil {
 		return nil, fmt.Errorf("%w: connection closed", ErrDriver)
 	}
 	return p, nil
 }
+
+// dbField returns the offset of SQLiteConn.db, checked once.
+var dbField = sync.OnceValues(func() (uintptr, error) {
+	f, ok := reflect.TypeFor[sqlite3.SQLiteConn]().FieldByName("db")
+	if !ok {
+		return 0, fmt.Errorf("%w: *sqlite3.SQLiteConn has no field db", ErrDriver)
+	}
+	if f.Type.Kind() != reflect.Pointer || f.Type.Elem().Name() != "_Ctype_struct_sqlite3" {
+		return 0, fmt.Errorf("%w: SQLiteConn.db is %v, not *C.sqlite3", ErrDriver, f.Type)
+	}
+	return f.Offset, nil
+})
 
 // fail builds the error of a C call that returned rc.
 func (c *Conn) fail(fn string, rc C.int) error {
