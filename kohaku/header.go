@@ -12,17 +12,34 @@ const headerLen = 10
 // checkHeader applies the header-magic policy to a value that begins
 // with head (its first bytes, at least headerLen of them when the value
 // is that long) and has size bytes. In a B/C table KohakuVault 0.7+ reads
-// any value of 10 bytes or more starting 89 4B as a header, failing or
-// decoding it, so such a value is refused rather than stored where its
-// own format's reader could not read it back. Format A (0.1-0.5) has no
+// any value of 10 bytes or more starting 89 4B as a header (spec 5.2):
+// a valid one is decoded, anything else fails to read. So a value that
+// starts 89 4B is stored only if it is a valid version-1 header (known
+// encoding, reserved bytes zero, closing magic 56 4B): then every reader
+// gets what it would get from the same bytes written by KohakuVault itself
+// (a copy of a value KohakuVault encoded, through the mount or the CLI).
+// Any other such value is refused rather than stored where its own
+// format's reader could not read it back. Format A (0.1-0.5) has no
 // headers: every value is stored raw.
 func (t *Table) checkHeader(head []byte, size int64) error {
 	if t.info.Format != FormatBC || size < headerLen || len(head) < 2 || head[0] != 0x89 || head[1] != 0x4B {
 		return nil
 	}
-	return fmt.Errorf("%w: the value starts with the bytes 89 4B, which KohakuVault 0.7 and later "+
-		"would read as a value header and fail to return as stored; a native vault (kvaultfs migrate) can hold it",
+	if validHeader(head) {
+		return nil
+	}
+	return fmt.Errorf("%w: the value starts with the bytes 89 4B but is no valid KohakuVault header; KohakuVault 0.7 "+
+		"and later would read it as one and fail to return it; a native vault (kvaultfs migrate) can hold it",
 		store.ErrInvalidArgument)
+}
+
+// validHeader reports whether head (at least headerLen bytes) is a header
+// that KohakuVault 0.7+ decodes without error (spec 5.2): version 1, an
+// encoding it knows (0-6; 0xFF is reserved and fails), reserved bytes
+// zero, and the closing magic.
+func validHeader(head []byte) bool {
+	return len(head) >= headerLen && head[0] == 0x89 && head[1] == 0x4B && head[2] == 1 && head[3] <= 6 &&
+		head[5] == 0 && head[6] == 0 && head[7] == 0 && head[8] == 0x56 && head[9] == 0x4B
 }
 
 // tooLarge is the error of a value over MaxValueSize.

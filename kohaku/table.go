@@ -46,8 +46,7 @@ const MaxValueSize = 1_000_000_000
 // whole file up to SQLite's compile-time cap (SQLITE_MAX_MMAP_SIZE, just
 // under 2 GiB), because a blob read at an offset walks the value's chain
 // of overflow pages from its start: mapped pages make that walk cheap
-// (BenchmarkReadAt1MiB on a 256 MiB value: 0.9 ms per random 1 MiB read
-// with the file mapped, 1.9 ms with 256 MiB). SQLite writes through
+// (README, Benchmarks, KohakuVault files). SQLite writes through
 // pwrite whatever this says; it is virtual address space, not memory.
 // The page cache is smaller than KohakuVault's 100 MB since a table has
 // several connections. temp_store is left at its default (a file) so that

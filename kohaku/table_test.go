@@ -177,8 +177,22 @@ func TestHeaderPolicy(t *testing.T) {
 	encoded := append([]byte{0x89, 0x4B, 1, 6, 0, 0, 0, 0, 0x56, 0x4B}, "héllo"...)
 	t.Run("BC refuses", func(t *testing.T) {
 		tb := openTable(t, FormatBC)
-		before := fileState(t, tb.Path())
-		for _, v := range [][]byte{magic, encoded, magic[:10]} {
+		var before string
+		// A valid header (as KohakuVault stores a str) is KohakuVault's
+		// own kind of value: it is stored, and read back as stored.
+		if err := tb.Put("enc", encoded); err != nil {
+			t.Fatalf("Put of a valid KohakuVault header: %v", err)
+		}
+		if v, _ := kohakuGet(t, tb.Path(), FormatBC, "enc"); !bytes.Equal(v, encoded) {
+			t.Fatalf("a valid header read back as %x", v)
+		}
+		if err := tb.Delete("enc"); err != nil {
+			t.Fatal(err)
+		}
+		before = fileState(t, tb.Path())
+		badVersion := append([]byte{0x89, 0x4B, 2}, encoded[3:]...)
+		reserved := append(append([]byte{}, encoded[:5]...), append([]byte{1}, encoded[6:]...)...)
+		for _, v := range [][]byte{magic, magic[:10], badVersion, reserved} {
 			if err := tb.Put("m", v); !errors.Is(err, store.ErrInvalidArgument) || !bytes.Contains([]byte(err.Error()), []byte("kvaultfs migrate")) {
 				t.Fatalf("Put %x: %v, want ErrInvalidArgument pointing to migrate", v[:4], err)
 			}

@@ -68,8 +68,8 @@ func TestBinaryKeys(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("keys = %q, want %q", got, want)
 	}
-	if _, err := v.Get(""); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("empty key: %v", err)
+	if _, err := v.Get(""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("empty key, never put: %v", err)
 	}
 }
 

@@ -308,6 +308,9 @@ func (c *writeCache) snapshotStates(prefix string) ([]string, map[string]bool) {
 // (disk full, read-only file) every entry is kept for the next flush. An
 // entry written again while the flush runs stays pending.
 func (v *Vault) FlushCache() (int, error) {
+	if v.kv != nil {
+		return v.kvFlush()
+	}
 	c := &v.cache
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()

@@ -155,6 +155,9 @@ func (t *tx) afterCommit(fn func()) { t.after = append(t.after, fn) }
 // keep its effects inside the transaction. Errors are wrapped with op and
 // key.
 func (v *Vault) update(op, key string, fn func(t *tx) error) error {
+	if v.kv != nil {
+		return errKohakuFile(op)
+	}
 	if v.readOnly {
 		return wrap(op, key, v.readOnlyErr())
 	}
@@ -235,6 +238,9 @@ func isConstraint(err error) bool {
 // which is its own transaction, this saves the BEGIN and ROLLBACK that
 // view pays. It uses the unmapped pool meta where there is one.
 func (v *Vault) read(op, key string, fn func(q querier) error) error {
+	if v.kv != nil {
+		return errKohakuFile(op)
+	}
 	if err := v.checkOpen(); err != nil {
 		return wrap(op, key, err)
 	}
@@ -248,6 +254,9 @@ func (v *Vault) read(op, key string, fn func(q querier) error) error {
 // the queries it makes see one snapshot. Read transactions are kept short
 // (one bounded batch) so that the WAL can always be checkpointed.
 func (v *Vault) view(op, key string, fn func(q *sql.Tx) error) error {
+	if v.kv != nil {
+		return errKohakuFile(op)
+	}
 	if err := v.checkOpen(); err != nil {
 		return wrap(op, key, err)
 	}

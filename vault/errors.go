@@ -48,9 +48,6 @@ var (
 // Error is the error type of every failed vault operation.
 type Error = store.Error
 
-// refine returns a sentinel that is also parent for errors.Is.
-func refine(parent error, msg string) error { return store.Refine(parent, msg) }
-
 // wrap gives err the operation and key (see store.Wrap).
 func wrap(op, key string, err error) error { return store.Wrap(op, key, err) }
 

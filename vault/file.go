@@ -36,6 +36,9 @@ func (v *Vault) Open(key string) (*File, error) { return v.OpenFile(key, os.O_RD
 // OpenFile opens key with os.O_* flags: O_RDONLY, O_WRONLY or O_RDWR,
 // plus O_CREATE (with perm for a new file), O_EXCL, O_TRUNC and O_APPEND.
 func (v *Vault) OpenFile(key string, flag int, perm fs.FileMode) (*File, error) {
+	if v.kv != nil {
+		return nil, errKohakuFile("open")
+	}
 	kp, err := parseKey(key)
 	if err != nil {
 		return nil, wrap("open", key, err)
@@ -88,6 +91,9 @@ func (v *Vault) OpenFile(key string, flag int, perm fs.FileMode) (*File, error) 
 // and O_APPEND are honoured; creation is the caller's business). It is
 // what the file system layer uses.
 func (v *Vault) OpenInode(ino int64, flag int) (*File, error) {
+	if v.kv != nil {
+		return nil, errKohakuFile("open")
+	}
 	f, err := v.openInode(ino, flag)
 	return f, wrap("open", fmt.Sprintf("inode %d", ino), err)
 }

@@ -698,6 +698,9 @@ func (v *Vault) Generations(ids []int64) (map[int64]int64, error) {
 // this process or another, commits a change to the database: a cheap
 // test for "anything changed?" before a closer look.
 func (v *Vault) DataVersion() (int64, error) {
+	if v.kv != nil {
+		return v.kv.DataVersion()
+	}
 	v.dvMu.Lock()
 	defer v.dvMu.Unlock()
 	if err := v.checkOpen(); err != nil {

@@ -3,8 +3,14 @@ package vault
 import "github.com/kohakuvault/kvaultfs/store"
 
 // FS returns the vault's file-system view, the store.FS that the mount is
-// built on.
-func (v *Vault) FS() store.FS { return nativeFS{v} }
+// built on: the native vault's inodes, or a KohakuVault table's keys seen
+// as files.
+func (v *Vault) FS() store.FS {
+	if v.kv != nil {
+		return v.kv.FS()
+	}
+	return nativeFS{v}
+}
 
 // nativeFS is a native vault seen through store.FS: the inode-level
 // methods are the vault's own, with the opened file as a store.File.

@@ -12,6 +12,9 @@ import (
 // names a directory is ErrIsDir; a symlink or other special file is
 // ErrInvalidArgument.
 func (v *Vault) Get(key string) ([]byte, error) {
+	if v.kv != nil {
+		return v.kvGet(key)
+	}
 	kp, err := parseKey(key)
 	if err != nil {
 		return nil, wrap("get", key, err)
@@ -65,6 +68,9 @@ func (v *Vault) Get(key string) ([]byte, error) {
 // transaction open while w is slow. If the value is replaced or rewritten
 // during the stream, GetTo stops with ErrChanged.
 func (v *Vault) GetTo(key string, w io.Writer) (int64, error) {
+	if v.kv != nil {
+		return v.kvGetTo(key, w)
+	}
 	kp, err := parseKey(key)
 	if err != nil {
 		return 0, wrap("get", key, err)
@@ -201,6 +207,9 @@ func regularFile(in Inode) error {
 
 // Exists reports whether key holds a value (a directory does not).
 func (v *Vault) Exists(key string) (bool, error) {
+	if v.kv != nil {
+		return v.kvExists(key)
+	}
 	kp, err := parseKey(key)
 	if err != nil {
 		return false, wrap("exists", key, err)
@@ -221,6 +230,9 @@ func (v *Vault) Exists(key string) (bool, error) {
 // Stat returns the metadata of key, which may name a file, directory or
 // symlink. A value pending in the write-back cache has ID 0.
 func (v *Vault) Stat(key string) (Inode, error) {
+	if v.kv != nil {
+		return v.kvStat(key)
+	}
 	kp, err := parseKey(key)
 	if err != nil {
 		return Inode{}, wrap("stat", key, err)

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 
@@ -26,14 +25,11 @@ type keyPath struct {
 }
 
 // parseKey classifies key. Keys that are valid relative paths live in the
-// tree; every other non-empty key (one with a NUL byte, an empty, "." or
-// ".." component, a component over MaxNameLen, or a first component equal
-// to ReservedDir) is kept whole in the binary-keys table. The empty key is
-// invalid.
+// tree; every other key (the empty key, one with a NUL byte, an empty,
+// "." or ".." component, a component over MaxNameLen, or a first
+// component equal to ReservedDir) is kept whole in the binary-keys table.
+// The empty key is a key like any other, as in KohakuVault.
 func parseKey(key string) (keyPath, error) {
-	if key == "" {
-		return keyPath{}, fmt.Errorf("%w: empty key", ErrInvalidArgument)
-	}
 	if parts, ok := treeParts(key); ok {
 		return keyPath{key: key, parts: parts}, nil
 	}

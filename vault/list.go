@@ -26,6 +26,9 @@ type Item struct {
 // cache entries are merged in. An error ends the iteration as the last
 // pair, with an empty key.
 func (v *Vault) Keys(prefix string) iter.Seq2[string, error] {
+	if v.kv != nil {
+		return v.kvKeys(prefix)
+	}
 	return func(yield func(string, error) bool) {
 		// The pending entries as of now decide for their keys, even if a
 		// flush or a write changes them during the listing: a key that
@@ -265,6 +268,9 @@ func (v *Vault) walkBinary(prefix string, yield func(string, error) bool) {
 
 // Len returns the number of keys, pending cache entries included.
 func (v *Vault) Len() (int, error) {
+	if v.kv != nil {
+		return v.kvLen()
+	}
 	// A flush committing between the count and the adjustments for the
 	// pending entries below would count its entries twice or not at all.
 	v.cache.flushMu.Lock()

@@ -72,7 +72,9 @@ type Options struct {
 	BackoffBase time.Duration
 	// Table prefixes every table name, so one SQLite file can hold several
 	// vaults. It must be an SQL identifier: a letter or underscore, then
-	// letters, digits or underscores, at most 64 bytes.
+	// letters, digits or underscores, at most 64 bytes. In a KohakuVault
+	// file it names the KohakuVault table to serve; left at DefaultTable,
+	// the file's only KohakuVault table is served.
 	Table string
 	// EnableWAL puts a newly created database in write-ahead-log mode.
 	// Like PageSize it only applies when the file is created: an existing
@@ -91,6 +93,10 @@ type Options struct {
 	// BusyTimeout is how long SQLite itself waits for a lock before the
 	// Retries start.
 	BusyTimeout time.Duration
+	// Init lets Open add a kvaultfs vault to an SQLite file that holds
+	// tables of another program (and no vault of either kind). Without
+	// it such a file is refused and left unchanged.
+	Init bool
 	// ReadOnly opens the vault without ever writing to the file. A file or
 	// directory that is not writable is opened read-only even without it.
 	ReadOnly bool

@@ -26,6 +26,9 @@ var batchBufs = sync.Pool{New: func() any { b := make([]byte, streamBatchBytes);
 // cache the value is committed (visible to every process, safe from a
 // crash of this one) when Put returns; see Sync for durability.
 func (v *Vault) Put(key string, value []byte) error {
+	if v.kv != nil {
+		return v.kvPut(key, value)
+	}
 	kp, err := parseKey(key)
 	if err != nil {
 		return wrap("put", key, err)
@@ -66,6 +69,9 @@ func (v *Vault) Put(key string, value []byte) error {
 // old value whole, and its partial data is freed (at the next open, after
 // a crash). Memory use does not grow with the value.
 func (v *Vault) PutReader(key string, r io.Reader, size int64) error {
+	if v.kv != nil {
+		return v.kvPutReader(key, r, size)
+	}
 	kp, err := parseKey(key)
 	if err != nil {
 		return wrap("put", key, err)
@@ -259,6 +265,9 @@ func (t *tx) setOneLink(in *Inode) error {
 // Delete removes key. A missing key is ErrNotFound; a directory is
 // ErrIsDir. With the cache on, the delete is itself cached.
 func (v *Vault) Delete(key string) error {
+	if v.kv != nil {
+		return v.kvDelete(key)
+	}
 	kp, err := parseKey(key)
 	if err != nil {
 		return wrap("delete", key, err)

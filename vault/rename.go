@@ -11,6 +11,9 @@ import (
 // only replace an empty directory. Pending cache entries are flushed
 // first so that the rename sees them.
 func (v *Vault) Rename(oldKey, newKey string) error {
+	if v.kv != nil {
+		return v.kvRename(oldKey, newKey)
+	}
 	src, err := parseKey(oldKey)
 	if err != nil {
 		return wrap("rename", oldKey, err)

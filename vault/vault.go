@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kohakuvault/kvaultfs/kohaku"
 	"github.com/mattn/go-sqlite3"
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +50,11 @@ type Vault struct {
 
 	ckpt *checkpointer // background checkpoints; nil unless writable WAL
 
+	// kv is the KohakuVault table the vault serves, if the file is a
+	// KohakuVault file (kohaku.go); then every native field above is
+	// unused and the dict API goes to it.
+	kv *kohaku.Table
+
 	// txSeq counts write transactions begun in this process. Writes take
 	// turns on the single writer connection, so an unchanged count means
 	// that nothing here has changed the database since a transaction
@@ -80,6 +86,17 @@ func Open(path string, opts *Options) (*Vault, error) {
 	v := &Vault{path: abs, opts: o}
 	v.cache.init()
 	v.reads.init(readCacheBytes)
+	if err := v.checkPath(); err != nil {
+		return nil, wrap("open", path, err)
+	}
+	if info, err := v.chooseStore(); err != nil {
+		return nil, wrap("open", path, err)
+	} else if info != nil {
+		if err := v.openKohaku(info); err != nil {
+			return nil, wrap("open", path, err)
+		}
+		return v, nil
+	}
 	if err := v.open(); err != nil {
 		v.closePools()
 		if c := classify(err); errors.Is(c, ErrNoSpace) {
@@ -95,7 +112,10 @@ func Open(path string, opts *Options) (*Vault, error) {
 	return v, nil
 }
 
-func (v *Vault) open() error {
+// checkPath refuses a path that cannot hold a vault before anything
+// looks inside the file: a missing directory, a directory, a file that is
+// not SQLite.
+func (v *Vault) checkPath() error {
 	dir := filepath.Dir(v.path)
 	if st, err := os.Stat(dir); err != nil {
 		var pe *fs.PathError
@@ -109,9 +129,13 @@ func (v *Vault) open() error {
 	if st, err := os.Stat(v.path); err == nil && st.IsDir() {
 		return fmt.Errorf("%w: %s is a directory", ErrInvalidArgument, v.path)
 	}
-	if err := checkSQLiteHeader(v.path); err != nil {
-		return err
-	}
+	return checkSQLiteHeader(v.path)
+}
+
+// open opens (or creates) the native vault at v.path, which checkPath
+// has accepted.
+func (v *Vault) open() error {
+	dir := filepath.Dir(v.path)
 	if err := v.chooseMode(dir); err != nil {
 		return err
 	}
@@ -284,6 +308,9 @@ func (v *Vault) Options() Options { return v.opts }
 // returns after the log (or database) has been fsynced. Cached writes are
 // not flushed by Sync; call FlushCache first.
 func (v *Vault) Sync() error {
+	if v.kv != nil {
+		return v.kvSync()
+	}
 	if v.readOnly || !v.wal {
 		return nil // nothing to make durable, or every commit already was (FULL)
 	}
@@ -317,6 +344,9 @@ func (v *Vault) Sync() error {
 // without incremental auto-vacuum is converted, so that from then on its
 // free pages are released in the background (see vacuum.go).
 func (v *Vault) Optimize() error {
+	if v.kv != nil {
+		return v.kvOptimize()
+	}
 	if _, err := v.FlushCache(); err != nil {
 		return wrap("optimize", "", err)
 	}
@@ -341,6 +371,9 @@ func (v *Vault) Optimize() error {
 // they stand (a put of "a/b" after another process made "a" a file) are
 // named in the error and dropped, and the vault closes.
 func (v *Vault) Close() error {
+	if v.kv != nil {
+		return v.kvClose()
+	}
 	if v.closed.Load() {
 		return nil
 	}

@@ -49,6 +49,9 @@ type Damage struct {
 // not reported as damage. It returns the number of chunks checked; a
 // non-nil error means the check itself could not finish.
 func (v *Vault) Verify(report func(Damage)) (int64, error) {
+	if v.kv != nil {
+		return v.kvVerify(report)
+	}
 	if _, err := v.FlushCache(); err != nil {
 		return 0, err
 	}

@@ -42,6 +42,7 @@ func commands() []*cli.Command {
 		versionCommand(),
 		mountCommand(),
 		unmountCommand(),
+		migrateCommand(),
 	}
 }
 
@@ -67,7 +68,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			"read-only and never create it; put and mount create a missing vault.\n\n" +
 			"Errors are one line on stderr with exit code 1; usage errors exit with 2.",
 		Commands:        commands(),
-		Flags:           []cli.Flag{tableFlag()},
+		Flags:           []cli.Flag{tableFlag(), initFlag()},
 		Reader:          stdin,
 		Writer:          stdout,
 		ErrWriter:       stderr,

@@ -63,6 +63,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "read-only", Usage: "mount read-only; the database file is never written"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users in, with file modes enforced by the kernel (default_permissions)"},
 			tableFlag(),
+			initFlag(),
 			chunkSizeFlag(),
 			&cli.StringFlag{Name: "cache-size", Value: formatSize(defaultCacheSize), Usage: "memory for data not yet committed (dirty chunks of open files)"},
 			&cli.StringFlag{Name: "flush-threshold", Value: formatSize(defaultFlushThreshold), Usage: "commit pending data once this much is waiting (at most --cache-size)"},

@@ -25,8 +25,28 @@ func tableFlag() cli.Flag {
 	return &cli.StringFlag{
 		Name:  "table",
 		Value: vault.DefaultTable,
-		Usage: "prefix of the vault's table names, so one SQLite file can hold several vaults (an SQL identifier)",
+		Usage: "which vault in the file: the prefix of a kvaultfs vault's table names (so one SQLite file can hold several vaults), or the name of a KohakuVault table (default: the file's only one)",
 	}
+}
+
+// initFlag is --init: add a kvaultfs vault to an SQLite file that holds
+// another program's tables, which is otherwise refused and left alone.
+func initFlag() cli.Flag {
+	return &cli.BoolFlag{
+		Name:  "init",
+		Usage: "add a kvaultfs vault to an SQLite file that holds tables of another program (refused without it; the other tables are never touched)",
+	}
+}
+
+// boolFlag is flagValue for a bool flag: set in any context of the
+// lineage counts.
+func boolFlag(ctx *cli.Context, name string) bool {
+	for _, c := range ctx.Lineage() {
+		if slices.Contains(c.LocalFlagNames(), name) {
+			return c.Bool(name)
+		}
+	}
+	return false
 }
 
 // chunkSizeFlag is --chunk-size: how new data is split into chunk rows.
@@ -84,6 +104,7 @@ func badFlag(ctx *cli.Context, name, value, why string) error {
 func vaultOptions(ctx *cli.Context, readOnly bool) (*vault.Options, error) {
 	o := vault.DefaultOptions()
 	o.ReadOnly = readOnly
+	o.Init = boolFlag(ctx, "init")
 	o.Table = flagValue(ctx, "table")
 	if !identifierRE.MatchString(o.Table) {
 		return nil, badFlag(ctx, "table", o.Table, "must be an SQL identifier: a letter or _, then letters, digits or _, at most 64")

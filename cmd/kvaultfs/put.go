@@ -19,7 +19,7 @@ func putCommand() *cli.Command {
 			"(its directory must). The data is streamed, so a file of any size needs no\n" +
 			"more memory than a small one; a put that fails leaves the old value whole.\n" +
 			"The value is on disk (fsynced) when put returns.",
-		Flags:  append([]cli.Flag{tableFlag(), chunkSizeFlag()}, tuningFlags()...),
+		Flags:  append([]cli.Flag{tableFlag(), initFlag(), chunkSizeFlag()}, tuningFlags()...),
 		Action: runPut,
 	}
 }
