@@ -98,9 +98,10 @@ type entry struct {
 
 // FS returns the table as a file system for the mount (fs.Mount): its
 // keys as files, read-write, while other processes (KohakuVault itself)
-// use the file. The view holds no connection of its own; close it
-// (it is an io.Closer) after the mount ends, before the table, so that
-// files still open commit their data.
+// use the file. The view holds no connection of its own: it works
+// through the table's, and ends with it. It is also an io.Closer, whose
+// Close commits files still open (a mount releases every handle when it
+// ends, so only a caller that stops without unmounting needs it).
 func (t *Table) FS() store.FS {
 	f := &tableFS{
 		t:        t,
@@ -237,31 +238,9 @@ func (f *tableFS) StatFS() (store.FSStats, error) {
 	return st, nil
 }
 
-// Sync makes every committed change durable: a commit in WAL mode with
-// synchronous=NORMAL is in the -wal file but not yet synced, and one fsync
-// of it (through any descriptor) makes every frame so far durable. In
-// rollback-journal mode the table's writer runs synchronous=FULL, so the
-// database file's own sync is all there is.
-func (f *tableFS) Sync() error {
-	if f.t.ReadOnly() {
-		return nil
-	}
-	for _, p := range []string{f.t.path + "-wal", f.t.path} {
-		fd, err := os.Open(p) // fsync needs no write access on Linux
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return store.Wrap("sync", "", err)
-		}
-		err = fd.Sync()
-		fd.Close()
-		if err != nil {
-			return store.Wrap("sync", "", err)
-		}
-	}
-	return nil
-}
+// Sync makes every committed change durable (Table.Sync: an fsync of
+// the -wal file, whose commits synchronous=NORMAL leaves unsynced).
+func (f *tableFS) Sync() error { return f.t.Sync() }
 
 // What the format cannot keep.
 
