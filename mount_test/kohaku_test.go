@@ -20,6 +20,7 @@ import (
 	"github.com/kohakuvault/kvaultfs/internal/kohakutest"
 	"github.com/kohakuvault/kvaultfs/kohaku"
 	"github.com/kohakuvault/kvaultfs/store"
+	"golang.org/x/sys/unix"
 )
 
 // Mounts of KohakuVault files, served in-process through fs.Mount on
@@ -234,6 +235,21 @@ func TestKohakuMountTools(t *testing.T) {
 			}
 			if _, err := syscall.Getxattr(m.path("top.txt"), "user.a", nil); !errors.Is(err, syscall.ENODATA) {
 				t.Errorf("getxattr: %v, want ENODATA", err)
+			}
+			if err := unix.Renameat2(unix.AT_FDCWD, m.path("top.txt"), unix.AT_FDCWD, m.path("empty.bin"), unix.RENAME_NOREPLACE); !errors.Is(err, syscall.EEXIST) {
+				t.Errorf("RENAME_NOREPLACE over a file: %v, want EEXIST", err)
+			}
+			if err := unix.Renameat2(unix.AT_FDCWD, m.path("top.txt"), unix.AT_FDCWD, m.path("empty.bin"), unix.RENAME_EXCHANGE); !errors.Is(err, syscall.EINVAL) {
+				t.Errorf("RENAME_EXCHANGE: %v, want EINVAL", err)
+			}
+			if err := unix.Renameat2(unix.AT_FDCWD, m.path("top.txt"), unix.AT_FDCWD, m.path("top3.txt"), unix.RENAME_NOREPLACE); err != nil {
+				t.Errorf("RENAME_NOREPLACE to a new name: %v", err)
+			}
+			var sfs syscall.Statfs_t
+			if err := syscall.Statfs(m.mnt, &sfs); err != nil {
+				t.Error(err)
+			} else if n, _ := m.table.Len(); sfs.Files < uint64(n) || sfs.Blocks == 0 || sfs.Namelen != 255 {
+				t.Errorf("statfs: files %d blocks %d namelen %d, with %d keys", sfs.Files, sfs.Blocks, sfs.Namelen, n)
 			}
 			if s := kohakutest.Schema(t, m.db); s != schema {
 				t.Errorf("schema changed:\n%s\nwas\n%s", s, schema)
