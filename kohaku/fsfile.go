@@ -1,0 +1,608 @@
+package kohaku
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kohakuvault/kvaultfs/store"
+)
+
+// Open files. A file opened only for reading reads the table directly,
+// through blob I/O of the range asked for. A file opened for writing gets
+// one spill file per inode, shared by every handle: an unlinked temporary
+// file beside the database holding the whole value (the old value copied
+// in unless truncated), which writes, truncate and reads go to. Flush
+// (every close(2)), Sync and the last Close commit it whole with one
+// PutReader transaction when it changed: a value is rewritten whole at
+// each commit, and between processes the last commit wins.
+
+// openState is the data of a file open for writing.
+type openState struct {
+	ino     int64
+	ready   chan struct{} // closed once the spill is loaded or failed to
+	loadErr error
+	spill   *os.File
+	// token serializes this file's commits with renames and unlinks of
+	// it, so a commit never writes under a key the file has left. Only
+	// they take it; no mutex is held while waiting for it.
+	token chan struct{}
+
+	// Guarded by tableFS.mu.
+	loaded  bool
+	refs    int   // handles open for writing, and operations in progress
+	size    int64 // the value's length in the spill
+	dirty   bool  // changed since the last commit
+	seq     int64 // counts changes, so a commit knows whether it saw them all
+	deleted bool  // the key was removed here: never commit again
+}
+
+// wait waits for the spill to be loaded.
+func (st *openState) wait() error {
+	<-st.ready
+	return st.loadErr
+}
+
+// openWritable returns the open state of file e, making and loading it
+// if it is the first handle for writing: the old value is streamed into
+// the spill unless load is false (a new or truncated file).
+func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
+	f.mu.Lock()
+	if st := f.open[e.ino]; st != nil {
+		st.refs++
+		f.mu.Unlock()
+		if err := st.wait(); err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	key, ok := f.keyLocked(e)
+	if !ok {
+		name := e.name
+		f.mu.Unlock()
+		return nil, noEntry("open", name)
+	}
+	st := &openState{ino: e.ino, ready: make(chan struct{}), token: make(chan struct{}, 1), refs: 1}
+	f.open[e.ino] = st
+	f.mu.Unlock()
+
+	spill, err := f.newSpill()
+	var n int64
+	for try := 0; err == nil && load; try++ {
+		if n, err = f.t.GetTo(key, spill); err == nil || !notFound(err) || try == 3 {
+			break
+		}
+		// A rename moved the key after it was read: load from its new key.
+		f.mu.Lock()
+		now, ok := f.keyLocked(e)
+		f.mu.Unlock()
+		if !ok || now == key {
+			break
+		}
+		key = now
+		if err = spill.Truncate(0); err == nil {
+			_, err = spill.Seek(0, io.SeekStart)
+		}
+	}
+	f.mu.Lock()
+	if err != nil {
+		st.loadErr = store.Wrap("open", key, err)
+		if f.open[e.ino] == st {
+			delete(f.open, e.ino)
+		}
+		close(st.ready)
+		f.mu.Unlock()
+		if spill != nil {
+			spill.Close()
+		}
+		return nil, st.loadErr
+	}
+	st.spill, st.size, st.loaded = spill, n, true
+	close(st.ready)
+	f.mu.Unlock()
+	return st, nil
+}
+
+// release ends one use of an open state; the last one drops it and its
+// spill.
+func (f *tableFS) release(st *openState) {
+	f.mu.Lock()
+	st.refs--
+	var spill *os.File
+	if st.refs <= 0 {
+		spill = f.dropLocked(st)
+	}
+	f.mu.Unlock()
+	if spill != nil {
+		spill.Close() // outside the lock: freeing a big file takes time
+	}
+}
+
+// dropLocked forgets an open state and returns its spill to close.
+func (f *tableFS) dropLocked(st *openState) *os.File {
+	if f.open[st.ino] == st {
+		delete(f.open, st.ino)
+	}
+	spill := st.spill
+	st.spill = nil
+	return spill
+}
+
+// commit writes the spill as the file's value, in one transaction, if it
+// changed since the last commit and the file still has its key.
+func (f *tableFS) commit(st *openState) error {
+	if err := st.wait(); err != nil {
+		return err
+	}
+	var e *entry
+	var key string
+	var size, seq int64
+	var spill *os.File
+	for {
+		st.token <- struct{}{}
+		f.mu.Lock()
+		e = f.byIno[st.ino]
+		if e == nil || st.deleted || !st.dirty || st.spill == nil {
+			f.mu.Unlock()
+			<-st.token
+			return nil
+		}
+		var ok bool
+		if key, ok = f.keyLocked(e); !ok {
+			f.mu.Unlock()
+			<-st.token
+			return nil
+		}
+		op := f.keyOpLocked(key)
+		if op == nil {
+			size, seq, spill = st.size, st.seq, st.spill
+			f.mu.Unlock()
+			break
+		}
+		// A rename or unlink of this key is under way: let it finish
+		// (it may need this token), then commit where the file is then.
+		f.mu.Unlock()
+		<-st.token
+		<-op.done
+	}
+	defer func() { <-st.token }()
+	if err := f.t.PutReader(key, io.NewSectionReader(spill, 0, size), size); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	if st.seq == seq {
+		st.dirty = false
+	}
+	e.gen = f.counter.Add(1)
+	f.mu.Unlock()
+	return nil
+}
+
+// changed records a change of the spill: its new size (if grown, or set
+// when exact), the file dirty, mtime now.
+func (f *tableFS) changed(st *openState, e *entry, end int64, exact bool) {
+	now := time.Now().UnixNano()
+	f.mu.Lock()
+	if exact || end > st.size {
+		st.size = end
+	}
+	st.dirty = true
+	st.seq++
+	e.mtime, e.ctime = now, now
+	f.mu.Unlock()
+}
+
+// checkEnd refuses data past MaxValueSize.
+func checkEnd(key string, off, n int64) error {
+	if off < 0 || n < 0 {
+		return &store.Error{Op: "write", Key: key, Err: fmt.Errorf("%w: negative offset or length", store.ErrInvalidArgument)}
+	}
+	if off > MaxValueSize || n > MaxValueSize-off {
+		return &store.Error{Op: "write", Key: key, Err: tooLarge(off + min(n, MaxValueSize))}
+	}
+	return nil
+}
+
+// fsFile is one open handle.
+type fsFile struct {
+	f        *tableFS
+	e        *entry
+	st       *openState // nil when open only for reading
+	appendTo bool
+	closed   atomic.Bool
+}
+
+var _ store.File = (*fsFile)(nil)
+
+// OpenInode opens file ino with os.OpenFile's flags.
+func (f *tableFS) OpenInode(ino int64, flag int) (store.File, error) {
+	f.mu.Lock()
+	e := f.byIno[ino]
+	f.mu.Unlock()
+	if e == nil {
+		return nil, noEntry("open", fmt.Sprint("inode ", ino))
+	}
+	if e.dir {
+		return nil, &store.Error{Op: "open", Key: f.nameOf(e), Err: store.ErrIsDir}
+	}
+	// The mount keeps the kernel's cached pages if the generation is the
+	// one they hold: learn of other processes' commits first.
+	if err := f.refresh(); err != nil {
+		return nil, err
+	}
+	if flag&(os.O_WRONLY|os.O_RDWR) == 0 {
+		if _, err := f.fileInode("open", e); err != nil {
+			return nil, err
+		}
+		return &fsFile{f: f, e: e}, nil
+	}
+	if err := f.checkWrite("open", f.nameOf(e)); err != nil {
+		return nil, err
+	}
+	st, err := f.openWritable(e, true)
+	if err != nil {
+		return nil, err
+	}
+	h := &fsFile{f: f, e: e, st: st, appendTo: flag&os.O_APPEND != 0}
+	if flag&os.O_TRUNC != 0 {
+		if err := h.Truncate(0); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// CreateFile makes an empty value under the new file's key at once (a
+// zero-length BLOB, so other processes see the file) and opens it.
+func (f *tableFS) CreateFile(parent int64, name string, mode, uid, gid uint32, flag int) (store.File, store.Inode, error) {
+	if err := store.ValidName(name); err != nil {
+		return nil, store.Inode{}, store.Wrap("create", name, err)
+	}
+	if err := f.treeParent("create", parent, name); err != nil {
+		return nil, store.Inode{}, err
+	}
+	if err := f.checkWrite("create", name); err != nil {
+		return nil, store.Inode{}, err
+	}
+	_, dir, err := f.dirPath("create", parent)
+	if err != nil {
+		return nil, store.Inode{}, err
+	}
+	p := join(dir, name)
+	f.mu.Lock()
+	old := f.kids[childKey{parent, name}]
+	f.mu.Unlock()
+	if old != nil && old.dir {
+		if ok, err := f.dirExists(p, old); err != nil {
+			return nil, store.Inode{}, err
+		} else if ok {
+			return nil, store.Inode{}, &store.Error{Op: "create", Key: p, Err: store.ErrExists}
+		}
+	} else if has, err := f.hasPathKeysUnder(p); err != nil {
+		return nil, store.Inode{}, err
+	} else if has {
+		return nil, store.Inode{}, &store.Error{Op: "create", Key: p, Err: store.ErrExists}
+	}
+	if err := f.insertEmpty(p); err != nil {
+		return nil, store.Inode{}, err
+	}
+	now := time.Now().UnixNano()
+	f.mu.Lock()
+	if old != nil && (old.dir || f.open[old.ino] != nil) {
+		f.detachLocked(old) // a new file, not the one still open here
+	}
+	e := f.bindLocked(parent, name, false, "")
+	e.setMode, e.mode = true, mode&0o7777
+	e.setUID, e.uid, e.setGID, e.gid = true, uid, true, gid
+	e.mtime, e.ctime, e.atime = now, now, 0
+	e.gen = f.counter.Add(1)
+	in := f.inodeLocked(e, 0)
+	f.mu.Unlock()
+	if flag&(os.O_WRONLY|os.O_RDWR) == 0 {
+		return &fsFile{f: f, e: e}, in, nil
+	}
+	st, err := f.openWritable(e, false)
+	if err != nil {
+		return nil, in, err
+	}
+	return &fsFile{f: f, e: e, st: st, appendTo: flag&os.O_APPEND != 0}, in, nil
+}
+
+// ReadAt reads the spill of a file open for writing here, else the
+// stored value's range through blob I/O.
+func (h *fsFile) ReadAt(p []byte, off int64) (int, error) {
+	if h.closed.Load() {
+		return 0, &store.Error{Op: "read", Key: h.name(), Err: store.ErrClosed}
+	}
+	if off < 0 {
+		return 0, &store.Error{Op: "read", Key: h.name(), Err: fmt.Errorf("%w: negative offset %d", store.ErrInvalidArgument, off)}
+	}
+	f := h.f
+	f.mu.Lock()
+	st := f.open[h.e.ino]
+	var size int64
+	if st != nil && st.loaded && st.spill != nil {
+		st.refs++
+		size = st.size
+	} else {
+		st = nil
+	}
+	key, ok := f.keyLocked(h.e)
+	f.mu.Unlock()
+	if st == nil {
+		if !ok {
+			return 0, noEntry("read", h.name())
+		}
+		return f.t.ReadAt(key, p, off)
+	}
+	defer f.release(st)
+	if off >= size {
+		return 0, io.EOF
+	}
+	q := p
+	if int64(len(q)) > size-off {
+		q = q[:size-off]
+	}
+	n, err := st.spill.ReadAt(q, off)
+	if err == io.EOF && n == len(q) {
+		err = nil
+	}
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	if err != nil && err != io.EOF {
+		err = store.Wrap("read", h.name(), err)
+	}
+	return n, err
+}
+
+// writable returns the handle's open state, or an error for a handle
+// open only for reading or closed.
+func (h *fsFile) writable(op string) (*openState, error) {
+	if h.closed.Load() {
+		return nil, &store.Error{Op: op, Key: h.name(), Err: store.ErrClosed}
+	}
+	if h.st == nil {
+		return nil, &store.Error{Op: op, Key: h.name(), Err: fmt.Errorf("%w: file not open for writing", store.ErrPermission)}
+	}
+	return h.st, nil
+}
+
+// WriteAt writes into the spill.
+func (h *fsFile) WriteAt(p []byte, off int64) (int, error) {
+	st, err := h.writable("write")
+	if err != nil {
+		return 0, err
+	}
+	if err := checkEnd(h.name(), off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	n, err := st.spill.WriteAt(p, off)
+	if n > 0 {
+		h.f.changed(st, h.e, off+int64(n), false)
+	}
+	if err != nil {
+		return n, store.Wrap("write", h.name(), err)
+	}
+	return n, nil
+}
+
+// Append writes p at the end of the spill and commits at once.
+func (h *fsFile) Append(p []byte) (int, int64, error) {
+	st, err := h.writable("append")
+	if err != nil {
+		return 0, 0, err
+	}
+	f := h.f
+	name := h.name()
+	f.mu.Lock()
+	off := st.size
+	if err := checkEnd(name, off, int64(len(p))); err != nil {
+		f.mu.Unlock()
+		return 0, off, err
+	}
+	st.size += int64(len(p)) // reserved: a concurrent append goes after
+	f.mu.Unlock()
+	n, err := st.spill.WriteAt(p, off)
+	f.changed(st, h.e, off+int64(n), false)
+	if err != nil {
+		return n, off, store.Wrap("append", h.name(), err)
+	}
+	return n, off, f.commit(st)
+}
+
+// Truncate sets the spill's size.
+func (h *fsFile) Truncate(size int64) error {
+	st, err := h.writable("truncate")
+	if err != nil {
+		return err
+	}
+	return st.truncate(h.f, size)
+}
+
+// truncate sets the size of the data of an open file.
+func (st *openState) truncate(f *tableFS, size int64) error {
+	f.mu.Lock()
+	e := f.byIno[st.ino]
+	name := ""
+	if e != nil {
+		name = e.name
+	}
+	f.mu.Unlock()
+	if err := checkEnd(name, size, 0); err != nil {
+		return err
+	}
+	if err := st.spill.Truncate(size); err != nil {
+		return store.Wrap("truncate", name, err)
+	}
+	if e != nil {
+		f.changed(st, e, size, true)
+	}
+	return nil
+}
+
+// Grow makes the size at least size, never cutting what another handle
+// wrote meanwhile (fallocate extends, never shrinks).
+func (h *fsFile) Grow(size int64) error {
+	st, err := h.writable("allocate")
+	if err != nil {
+		return err
+	}
+	if err := checkEnd(h.name(), size, 0); err != nil {
+		return err
+	}
+	if size <= h.Size() {
+		return nil
+	}
+	if err := unix.Fallocate(int(st.spill.Fd()), 0, 0, size); err != nil {
+		if err := writeZeros(st.spill, size-1, size); err != nil {
+			return store.Wrap("allocate", h.name(), err)
+		}
+	}
+	h.f.changed(st, h.e, size, false)
+	return nil
+}
+
+// ZeroRange makes [off, end) zeros within the current size.
+func (h *fsFile) ZeroRange(off, end int64) error {
+	st, err := h.writable("zero range")
+	if err != nil {
+		return err
+	}
+	if err := checkEnd(h.name(), off, max(0, end-off)); err != nil {
+		return err
+	}
+	end = min(end, h.Size())
+	if off >= end {
+		return nil
+	}
+	if err := unix.Fallocate(int(st.spill.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, end-off); err != nil {
+		if err := writeZeros(st.spill, off, end); err != nil {
+			return store.Wrap("zero range", h.name(), err)
+		}
+	}
+	h.f.changed(st, h.e, end, false)
+	return nil
+}
+
+// writeZeros writes zeros over [off, end) in pieces of at most 1 MiB.
+func writeZeros(w io.WriterAt, off, end int64) error {
+	buf := make([]byte, min(end-off, 1<<20))
+	for off < end {
+		n, err := w.WriteAt(buf[:min(int64(len(buf)), end-off)], off)
+		if err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	return nil
+}
+
+// SeekData: a value has no holes, so data is everywhere before the end.
+func (h *fsFile) SeekData(off int64, hole bool) (int64, error) {
+	size := h.Size()
+	if off < 0 || off >= size {
+		return 0, &store.Error{Op: "seek", Key: h.name(), Err: store.ErrNotFound}
+	}
+	if hole {
+		return size, nil
+	}
+	return off, nil
+}
+
+// Size returns the size, with writes not yet committed.
+func (h *fsFile) Size() int64 {
+	f := h.f
+	f.mu.Lock()
+	st := f.open[h.e.ino]
+	if st != nil && st.loaded {
+		n := st.size
+		f.mu.Unlock()
+		return n
+	}
+	key, ok := f.keyLocked(h.e)
+	f.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	n, err := f.t.Size(key)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// Stat returns the inode, with writes not yet committed.
+func (h *fsFile) Stat() (store.Inode, error) { return h.f.fileInode("stat", h.e) }
+
+// Flush commits the data if it changed: close(2) reports its error.
+func (h *fsFile) Flush() error {
+	if h.closed.Load() {
+		return &store.Error{Op: "flush", Key: h.name(), Err: store.ErrClosed}
+	}
+	if h.st == nil {
+		return nil
+	}
+	return h.f.commit(h.st)
+}
+
+// Sync commits the data and makes it durable.
+func (h *fsFile) Sync() error {
+	if err := h.Flush(); err != nil {
+		return err
+	}
+	return h.f.Sync()
+}
+
+// Close commits the data if it changed and releases the handle; the
+// last handle drops the spill.
+func (h *fsFile) Close() error {
+	if h.closed.Swap(true) {
+		return nil
+	}
+	if h.st == nil {
+		return nil
+	}
+	err := h.f.commit(h.st)
+	h.f.release(h.st)
+	return err
+}
+
+// name returns the file's current name, for messages.
+func (h *fsFile) name() string { return h.f.nameOf(h.e) }
+
+// Generation returns the file's data generation.
+func (h *fsFile) Generation() int64 {
+	h.f.mu.Lock()
+	defer h.f.mu.Unlock()
+	return h.f.genLocked(h.e)
+}
+
+// insertEmpty stores an empty value (a zero-length BLOB, format A's size
+// 0) under key, or fails with ErrExists if the key is there: a create
+// never replaces another process's value.
+func (f *tableFS) insertEmpty(key string) error {
+	q := `INSERT INTO ` + f.t.q + `(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING`
+	args := []any{[]byte(key), []byte{}}
+	if f.t.info.Format == FormatA {
+		q = `INSERT INTO ` + f.t.q + `(key, value, size) VALUES (?1, ?2, 0) ON CONFLICT(key) DO NOTHING`
+	}
+	if err := f.t.check(true); err != nil {
+		return store.Wrap("create", key, err)
+	}
+	res, err := f.t.w.Exec(q, args...)
+	if err != nil {
+		return store.Wrap("create", key, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return store.Wrap("create", key, err)
+	} else if n == 0 {
+		return &store.Error{Op: "create", Key: key, Err: store.ErrExists}
+	}
+	return nil
+}
