@@ -126,8 +126,9 @@ func (f *forward) stopped(err error) error {
 	return err
 }
 
-// key brings one key of the source up to date in the destination.
-func (f *forward) key(key string, size int64) error {
+// key brings one key of the source up to date in the destination. The
+// size the scan saw is not used: the value is sized again below.
+func (f *forward) key(key string, _ int64) error {
 	if err := f.ctx.Err(); err != nil {
 		return err
 	}
