@@ -417,3 +417,38 @@ func TestKohakuMountBesideKohakuVault(t *testing.T) {
 		})
 	}
 }
+
+// TestKohakuMountDaemon: `kvaultfs mount --daemon` on a KohakuVault file
+// (the command, not the package) serves its table: every path key reads
+// back as stored, a file written through it is what KohakuVault's own
+// SELECT reads, and after the unmount the schema is unchanged and no
+// kvaultfs table was added.
+func TestKohakuMountDaemon(t *testing.T) {
+	d := newVaultDir(t)
+	d.db = kohakutest.CopyFixture(t, "format-c.db")
+	schema := kohakutest.Schema(t, d.db)
+	m := mountDaemon(t, d)
+	for k, v := range kohakutest.ReadAll(t, d.db, "kv") {
+		if !store.IsPathKey(k) {
+			continue
+		}
+		got, err := os.ReadFile(m.path(k))
+		if err != nil || !bytes.Equal(got, v) {
+			t.Errorf("cat %s through the daemon: %d bytes, %v; stored %d bytes", k, len(got), err, len(v))
+		}
+	}
+	written := bytes.Repeat([]byte("daemon "), 10_000)
+	if err := os.Mkdir(m.path("new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.path("new", "by-daemon.txt"), written, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.unmount(t)
+	if got, ok := kohakutest.GetLikeKohaku(t, d.db, "kv", []byte("new/by-daemon.txt")); !ok || !bytes.Equal(got, written) {
+		t.Errorf("KohakuVault reads the daemon's file as %d bytes (present %v), want %d", len(got), ok, len(written))
+	}
+	if s := kohakutest.Schema(t, d.db); s != schema {
+		t.Errorf("the daemon changed the schema:\nbefore %s\nafter  %s", schema, s)
+	}
+}
