@@ -15,6 +15,19 @@
 // FlushCache, DisableCache), Optimize and Close, plus File for reads and
 // writes at offsets, Rename for keys and directories, Stat and Sync.
 //
+// The methods come in two sets. The dict API above is the library's.
+// The inode-level methods (GetInode, Lookup, ReadDir, CreateFile, Mkdir,
+// RenameEntry, SetAttr, the xattr methods, ...) are the native vault's
+// implementation of store.FS, the interface the mount is built on; reach
+// them through FS(), which serves any store the file holds.
+//
+// KohakuVault's own files: Open recognises a KohakuVault table in the file
+// (package kohaku) and serves the same dict API from it, in KohakuVault's
+// format, so that both libraries can use the file at once; FS() is then
+// the table seen as a file system, and what a whole-BLOB value cannot be
+// (OpenFile, the inode-level methods) is ErrNotSupported. A file with
+// tables of another program is refused unless Options.Init. See Open.
+//
 // Without the cache, a write is committed when it returns: every reader
 // in any process sees it, and a crash of this process loses nothing. It is
 // durable against power loss once Sync (or File.Sync) returns.
