@@ -74,6 +74,14 @@ type Vault struct {
 // or an invalid option fails with an error and leaves the file untouched.
 // A file (or directory) that cannot be written is opened read-only:
 // reads work and writes fail with ErrReadOnly.
+//
+// Before anything is written, the file is surveyed: a KohakuVault table
+// (Options.Table, or the file's only one) is served in its own format; a
+// native vault of the Table prefix is served; a file holding both kinds,
+// or several KohakuVault tables, with no Table named, is refused naming
+// them; so is a file holding tables of another program and no vault,
+// unless Options.Init adds a vault beside them (never over a table that
+// has one of the vault's names). Kohaku reports which store was chosen.
 func Open(path string, opts *Options) (*Vault, error) {
 	if opts == nil {
 		opts = DefaultOptions()
