@@ -32,9 +32,9 @@ func (t *Table) upsertZero() string {
 }
 
 // checkValue applies the size limit and the header policy.
-func (t *Table) checkValue(value []byte) error {
-	if len(value) > MaxValueSize {
-		return tooLarge(int64(len(value)))
+func (t *Table) checkValue(key string, value []byte) error {
+	if err := CheckSize(key, int64(len(value))); err != nil {
+		return err
 	}
 	return t.checkHeader(value, int64(len(value)))
 }
@@ -57,11 +57,11 @@ func (t *Table) Put(key string, value []byte) error {
 	if err := t.check(true); err != nil {
 		return store.Wrap("put", key, err)
 	}
-	if err := t.checkValue(value); err != nil {
+	if err := t.checkValue(key, value); err != nil {
 		return store.Wrap("put", key, err)
 	}
 	_, err := t.w.Exec(t.upsert(), t.args(key, value)...)
-	return store.Wrap("put", key, err)
+	return store.Wrap("put", key, tooBig(err, key, int64(len(value))))
 }
 
 // Item is one change of a PutBatch: a put of Value, or a delete.
@@ -80,7 +80,7 @@ func (t *Table) PutBatch(items []Item) error {
 	}
 	for _, it := range items {
 		if !it.Delete {
-			if err := t.checkValue(it.Value); err != nil {
+			if err := t.checkValue(it.Key, it.Value); err != nil {
 				return store.Wrap("put", it.Key, err)
 			}
 		}
@@ -108,7 +108,7 @@ func (t *Table) PutBatch(items []Item) error {
 			}
 			if err != nil {
 				failed = it.Key
-				return err
+				return tooBig(err, it.Key, int64(len(it.Value)))
 			}
 		}
 		return nil
@@ -131,11 +131,13 @@ func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 	if err := t.check(true); err != nil {
 		return store.Wrap("put", key, err)
 	}
-	if size > MaxValueSize {
-		return store.Wrap("put", key, tooLarge(size))
+	if size >= 0 {
+		if err := CheckSize(key, size); err != nil {
+			return store.Wrap("put", key, err)
+		}
 	}
 	if size < 0 {
-		f, n, err := t.spool(r)
+		f, n, err := t.spool(key, r)
 		if err != nil {
 			return store.Wrap("put", key, err)
 		}
@@ -195,7 +197,7 @@ func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 			return b.Close()
 		})
 	})
-	return store.Wrap("put", key, err)
+	return store.Wrap("put", key, tooBig(err, key, size))
 }
 
 // readExact fills p from r; with p empty it checks that r has ended. A
@@ -233,16 +235,17 @@ func shortReader(err error, size int64) error {
 // spool copies r to an unlinked temporary file beside the database (the
 // disk that must hold the value anyway, rather than a /tmp that may be
 // memory), positioned at its start, and returns it with its length. More
-// than MaxValueSize bytes is store.ErrTooLarge.
-func (t *Table) spool(r io.Reader) (*os.File, int64, error) {
+// than fits in a row under key (CheckSize) is store.ErrTooLarge.
+func (t *Table) spool(key string, r io.Reader) (*os.File, int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(t.path), ".kvaultfs-spool-*")
 	if err != nil {
 		return nil, 0, err
 	}
 	os.Remove(f.Name()) // unlinked: nothing to clean up after a crash
-	n, err := io.Copy(f, io.LimitReader(r, MaxValueSize+1))
-	if err == nil && n > MaxValueSize {
-		err = tooLarge(n)
+	limit := max(MaxValueSize-rowOverhead-int64(len(key)), 0)
+	n, err := io.Copy(f, io.LimitReader(r, limit+1))
+	if err == nil && n > limit {
+		err = tooLarge(key, n)
 	}
 	if err == nil {
 		_, err = f.Seek(0, io.SeekStart)

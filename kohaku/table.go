@@ -37,9 +37,13 @@ type Options struct {
 // DefaultBusyTimeout is KohakuVault's busy_timeout.
 const DefaultBusyTimeout = 5 * time.Second
 
-// MaxValueSize is the largest value a KohakuVault file can hold: one BLOB
-// under SQLite's default SQLITE_MAX_LENGTH, which KohakuVault's bundled
-// SQLite keeps (spec 2.1). Larger values need a native vault.
+// MaxValueSize is SQLite's default SQLITE_MAX_LENGTH, 10^9 bytes, which
+// KohakuVault's bundled SQLite keeps (spec 2.1). It bounds a whole row,
+// not only the value: the key, the value and the record header (a few
+// bytes; in format A also the size column) together. So the largest value
+// a key can hold is MaxValueSize - len(key) - a few bytes; CheckSize
+// tells exactly (it reserves 32 bytes for the record, a little more than
+// the most it can take). Larger values need a native vault.
 const MaxValueSize = 1_000_000_000
 
 // Per-connection settings. KohakuVault maps 256 MiB (spec 2.1); here the

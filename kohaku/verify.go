@@ -10,16 +10,25 @@ import (
 	"github.com/kohakuvault/kvaultfs/store"
 )
 
-// CheckValue reports whether value may be stored in the table, before
-// anything is written: the header-magic policy of B/C tables (see
-// checkHeader) and the size limit. The write-back cache of package vault
-// checks a value when it is cached, so that one refused value never fails
-// a whole flush.
+// CheckValue reports whether value may be stored in the table under the
+// empty key, before anything is written: the header-magic policy of B/C
+// tables (see checkHeader) and the size limit. The write-back cache of
+// package vault checks a value when it is cached, so that one refused
+// value never fails a whole flush. The limit counts the key too: CheckPut
+// checks a value under its key.
 func (t *Table) CheckValue(value []byte) error {
-	if len(value) > MaxValueSize {
-		return tooLarge(int64(len(value)))
+	return t.CheckPut("", value)
+}
+
+// CheckPut reports whether value may be stored under key, before anything
+// is written: the size limit of a row (CheckSize) and the header-magic
+// policy of B/C tables (see checkHeader). Its error is what Put would
+// return, wrapped as "put KEY".
+func (t *Table) CheckPut(key string, value []byte) error {
+	if err := CheckSize(key, int64(len(value))); err != nil {
+		return store.Wrap("put", key, err)
 	}
-	return t.checkHeader(value[:min(len(value), headerLen)], int64(len(value)))
+	return store.Wrap("put", key, t.checkHeader(value[:min(len(value), headerLen)], int64(len(value))))
 }
 
 // Sync makes every committed change durable against power loss. Under a
