@@ -89,15 +89,17 @@ func (t *Table) Verify(report func(key string, err error)) (int64, error) {
 			report("", fmt.Errorf("%w: integrity_check: %s", store.ErrCorrupt, line))
 		}
 	}
-	if err := rows.Close(); err != nil {
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return 0, store.Wrap("verify", "", err)
 	}
-	size := "NULL"
+	// The size column is read by type, never scanned as an integer: a
+	// TEXT there is a problem to report, not a reason to stop.
+	size := `'integer', NULL`
 	if t.info.Format == FormatA {
-		size = "size"
+		size = `typeof(size), CASE typeof(size) WHEN 'integer' THEN size END`
 	}
-	query := fmt.Sprintf(`SELECT rowid, CAST(key AS BLOB), typeof(key), typeof(value), length(value), %s
-		FROM %s WHERE rowid > ?1 ORDER BY rowid LIMIT %d`, size, t.q, verifyBatch)
+	query := fmt.Sprintf(`SELECT rowid, CAST(key AS BLOB), typeof(key), typeof(value), %s, %s
+		FROM %s WHERE rowid > ?1 ORDER BY rowid LIMIT %d`, valueBytes, size, t.q, verifyBatch)
 	var checked, last int64
 	for {
 		n := 0
@@ -109,9 +111,9 @@ func (t *Table) Verify(report func(key string, err error)) (int64, error) {
 			defer rows.Close()
 			for rows.Next() {
 				var key []byte
-				var keyType, valueType string
+				var keyType, valueType, sizeType string
 				var length, stored sql.NullInt64
-				if err := rows.Scan(&last, &key, &keyType, &valueType, &length, &stored); err != nil {
+				if err := rows.Scan(&last, &key, &keyType, &valueType, &length, &sizeType, &stored); err != nil {
 					return err
 				}
 				n++
@@ -119,9 +121,11 @@ func (t *Table) Verify(report func(key string, err error)) (int64, error) {
 				case keyType != "blob":
 					report(string(key), fmt.Errorf("%w: the key is stored as %s, not a BLOB: KohakuVault cannot read the table's keys", store.ErrCorrupt, keyType))
 				case valueType != "blob":
-					report(string(key), fmt.Errorf("%w: the value is stored as %s, not a BLOB: KohakuVault cannot read it", store.ErrCorrupt, valueType))
-				case t.info.Format == FormatA && (!stored.Valid || stored.Int64 != length.Int64):
-					report(string(key), fmt.Errorf("%w: the size column says %d bytes, the value has %d", store.ErrCorrupt, stored.Int64, length.Int64))
+					report(string(key), notBlob(valueType))
+				case t.info.Format == FormatA:
+					if err := checkSizeColumn(sizeType, stored, length.Int64); err != nil {
+						report(string(key), err)
+					}
 				}
 			}
 			return rows.Err()
