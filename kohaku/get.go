@@ -177,8 +177,13 @@ func (t *Table) ReadAt(key string, p []byte, off int64) (int, error) {
 
 // GetTo writes key's value to w in 1 MiB pieces, in constant memory, and
 // returns the bytes written. The whole value comes from one read
-// transaction, so it is never a mix of two versions; a slow w keeps that
-// transaction (and so a WAL checkpoint) waiting.
+// transaction, so it is never a mix of two versions, and a slow w keeps
+// that transaction open. Under WAL that only holds back checkpoints. In a
+// rollback-journal file it holds SQLite's SHARED lock for the whole
+// stream, and no writer can commit meanwhile: writers, KohakuVault's
+// included, wait up to their busy_timeout and then fail busy. Feeding a
+// PutReader on the same file through a pipe works (PutReader spools a
+// pipe before it takes the write lock, and GetTo has ended by then).
 func (t *Table) GetTo(key string, w io.Writer) (int64, error) {
 	if err := t.check(false); err != nil {
 		return 0, store.Wrap("get", key, err)

@@ -1,6 +1,7 @@
 package kohaku
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/kohakuvault/kvaultfs/internal/sqlite"
 	"github.com/kohakuvault/kvaultfs/store"
@@ -117,16 +119,25 @@ func (t *Table) PutBatch(items []Item) error {
 }
 
 // PutReader stores the bytes r yields under key without holding the value
-// in memory. With size >= 0, r must yield exactly size bytes: in one write
-// transaction the key gets a zero-filled value of that size (KohakuVault's
-// put_file upsert) that blob writes then fill in 1 MiB pieces; a reader
-// that fails, ends early or yields more rolls the transaction back and
-// leaves the old value whole (KohakuVault's own put_file does not). The
-// write lock is held while r is read, so a slow r delays other writers,
-// KohakuVault's included (they wait up to their busy_timeout). With size
-// < 0, r is first spooled to a temporary file beside the database (at
-// most MaxValueSize bytes), then written the same way. A value over
-// MaxValueSize is store.ErrTooLarge and changes nothing.
+// in memory. With size >= 0, r must yield exactly size bytes; with size <
+// 0 it is read to its end. In one write transaction the key gets a
+// zero-filled value of that size (KohakuVault's put_file upsert) that blob
+// writes then fill in 1 MiB pieces; any failure (of r, of SQLite, a reader
+// that ends early or yields more) rolls it back and leaves the old value
+// whole (KohakuVault's own put_file does not). A value that does not fit
+// in a row (CheckSize) is store.ErrTooLarge and changes nothing; with a
+// known size r is not read at all then.
+//
+// The write lock is held only while a local copy is written: r is read
+// inside the transaction only when it is an in-memory reader
+// (*bytes.Reader, *strings.Reader) or a regular *os.File, whose reads
+// never wait on anything slow. Any other reader (a pipe, a socket, a
+// decompressor), and every reader of unknown size, is first spooled to an
+// unlinked temporary file beside the database (up to the row limit), and
+// a short or long reader is found out there, before the lock is asked
+// for. A slow source so never makes other writers, KohakuVault's
+// included, wait past their busy_timeout; the spool needs free space for
+// one more copy of the value in the database's directory.
 func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 	if err := t.check(true); err != nil {
 		return store.Wrap("put", key, err)
@@ -136,8 +147,9 @@ func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 			return store.Wrap("put", key, err)
 		}
 	}
-	if size < 0 {
-		f, n, err := t.spool(key, r)
+	// A value of one piece is read into memory below, before any lock.
+	if size < 0 || (size > pieceSize && !direct(r)) {
+		f, n, err := t.spool(key, r, size)
 		if err != nil {
 			return store.Wrap("put", key, err)
 		}
@@ -232,20 +244,45 @@ func shortReader(err error, size int64) error {
 	return err
 }
 
+// direct reports whether PutReader may read r while it holds the write
+// lock: memory, or a regular file, which never waits on another program.
+func direct(r io.Reader) bool {
+	switch r := r.(type) {
+	case *bytes.Reader, *strings.Reader:
+		return true
+	case *os.File:
+		fi, err := r.Stat()
+		return err == nil && fi.Mode().IsRegular()
+	}
+	return false
+}
+
 // spool copies r to an unlinked temporary file beside the database (the
 // disk that must hold the value anyway, rather than a /tmp that may be
-// memory), positioned at its start, and returns it with its length. More
-// than fits in a row under key (CheckSize) is store.ErrTooLarge.
-func (t *Table) spool(key string, r io.Reader) (*os.File, int64, error) {
+// memory), positioned at its start, and returns it with its length. With
+// size >= 0, r must yield exactly size bytes (store.ErrInvalidArgument
+// otherwise); with size < 0, more than fits in a row under key
+// (CheckSize) is store.ErrTooLarge.
+func (t *Table) spool(key string, r io.Reader, size int64) (*os.File, int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(t.path), ".kvaultfs-spool-*")
 	if err != nil {
 		return nil, 0, err
 	}
 	os.Remove(f.Name()) // unlinked: nothing to clean up after a crash
-	limit := max(MaxValueSize-rowOverhead-int64(len(key)), 0)
-	n, err := io.Copy(f, io.LimitReader(r, limit+1))
-	if err == nil && n > limit {
-		err = tooLarge(key, n)
+	var n int64
+	if size >= 0 {
+		n, err = io.CopyN(f, r, size)
+		if err != nil {
+			err = shortReader(err, size)
+		} else {
+			err = readExact(r, nil, size)
+		}
+	} else {
+		limit := max(MaxValueSize-rowOverhead-int64(len(key)), 0)
+		n, err = io.Copy(f, io.LimitReader(r, limit+1))
+		if err == nil && n > limit {
+			err = tooLarge(key, n)
+		}
 	}
 	if err == nil {
 		_, err = f.Seek(0, io.SeekStart)
