@@ -62,7 +62,7 @@ func (t *Table) Put(key string, value []byte) error {
 	if err := t.checkValue(key, value); err != nil {
 		return store.Wrap("put", key, err)
 	}
-	_, err := t.w.Exec(t.upsert(), t.args(key, value)...)
+	_, err := t.exec(t.upsert(), t.args(key, value)...)
 	return store.Wrap("put", key, tooBig(err, key, int64(len(value))))
 }
 
@@ -91,7 +91,7 @@ func (t *Table) PutBatch(items []Item) error {
 		return nil
 	}
 	var failed string
-	err := t.update(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
+	err := t.update(true, func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
 		put, err := tx.PrepareContext(ctx, t.upsert())
 		if err != nil {
 			return err
@@ -175,7 +175,7 @@ func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 		}
 		return t.Put(key, buf)
 	}
-	err := t.update(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
+	err := t.update(false, func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, t.upsertZero(), []byte(key), size); err != nil {
 			return err
 		}
