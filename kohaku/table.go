@@ -289,7 +289,8 @@ func (t *Table) update(replay bool, fn func(ctx context.Context, c *sql.Conn, tx
 		if err != nil {
 			return false, err
 		}
-		defer c.Close() // before retry sleeps: no connection is held then
+		// Closed before retry sleeps: no connection is held then.
+		defer c.Close()
 		tx, err := c.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
 		if err != nil {
 			return true, err
