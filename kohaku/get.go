@@ -186,7 +186,7 @@ func (t *Table) ReadAt(key string, p []byte, off int64) (int, error) {
 // pipe before it takes the write lock, and GetTo has ended by then).
 func (t *Table) GetTo(key string, w io.Writer) (int64, error) {
 	if err := t.check(false); err != nil {
-		return 0, store.Wrap("get", key, err)
+		return 0, store.Wrap("get to", key, err)
 	}
 	var done int64
 	err := t.view(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
@@ -222,7 +222,7 @@ func (t *Table) GetTo(key string, w io.Writer) (int64, error) {
 		})
 	})
 	if err != nil {
-		return done, store.Wrap("get", key, err)
+		return done, store.Wrap("get to", key, err)
 	}
 	return done, nil
 }

@@ -58,6 +58,11 @@ const rowOverhead = 32
 // record, key and value and record header together (see MaxValueSize). A
 // value that does not fit is store.ErrTooLarge pointing to migration.
 func CheckSize(key string, size int64) error {
+	return store.Wrap("check size", key, checkSize(key, size))
+}
+
+// checkSize is CheckSize with its error not yet wrapped.
+func checkSize(key string, size int64) error {
 	if size > MaxValueSize-rowOverhead-int64(len(key)) {
 		return tooLarge(key, size)
 	}

@@ -31,7 +31,7 @@ const scanBatch = 1000
 // (reading it is store.ErrCorrupt).
 func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size int64) error) error {
 	if err := t.check(false); err != nil {
-		return store.Wrap("list", prefix, err)
+		return store.Wrap("scan", prefix, err)
 	}
 	// Bounds: key >= lo (or > after), key < hi when the prefix has a
 	// successor. prefix || 0xFF, KohakuVault's upper bound, misses keys
@@ -80,7 +80,7 @@ func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size i
 			return rows.Err()
 		})
 		if err != nil {
-			return store.Wrap("list", prefix, err)
+			return store.Wrap("scan", prefix, err)
 		}
 		for _, e := range batch {
 			if err := fn(e.key, e.size); err != nil {

@@ -81,7 +81,7 @@ func TestOddRows(t *testing.T) {
 				wantErr(t, "ReadAt "+c.key, err, "read", store.ErrCorrupt, "stored as "+c.typ)
 				var b bytes.Buffer
 				_, err = tb.GetTo(c.key, &b)
-				wantErr(t, "GetTo "+c.key, err, "get", store.ErrCorrupt, "stored as "+c.typ)
+				wantErr(t, "GetTo "+c.key, err, "get to", store.ErrCorrupt, "stored as "+c.typ)
 				if b.Len() != 0 {
 					t.Errorf("GetTo %s wrote %q", c.key, b.Bytes())
 				}

@@ -35,7 +35,7 @@ func (t *Table) upsertZero() string {
 
 // checkValue applies the size limit and the header policy.
 func (t *Table) checkValue(key string, value []byte) error {
-	if err := CheckSize(key, int64(len(value))); err != nil {
+	if err := checkSize(key, int64(len(value))); err != nil {
 		return err
 	}
 	return t.checkHeader(value, int64(len(value)))
@@ -56,14 +56,20 @@ func (t *Table) args(key string, value []byte) []any {
 // Put stores value under key with KohakuVault's upsert, committed when it
 // returns (format A also sets size). Bytes are stored verbatim.
 func (t *Table) Put(key string, value []byte) error {
+	return store.Wrap("put", key, t.put(key, value))
+}
+
+// put is Put with its errors not yet wrapped, for callers that wrap them
+// with their own operation.
+func (t *Table) put(key string, value []byte) error {
 	if err := t.check(true); err != nil {
-		return store.Wrap("put", key, err)
+		return err
 	}
 	if err := t.checkValue(key, value); err != nil {
-		return store.Wrap("put", key, err)
+		return err
 	}
 	_, err := t.exec(t.upsert(), t.args(key, value)...)
-	return store.Wrap("put", key, tooBig(err, key, int64(len(value))))
+	return tooBig(err, key, int64(len(value)))
 }
 
 // Item is one change of a PutBatch: a put of Value, or a delete.
@@ -78,12 +84,12 @@ type Item struct {
 // value is checked before anything is written.
 func (t *Table) PutBatch(items []Item) error {
 	if err := t.check(true); err != nil {
-		return store.Wrap("put", "", err)
+		return store.Wrap("put batch", "", err)
 	}
 	for _, it := range items {
 		if !it.Delete {
 			if err := t.checkValue(it.Key, it.Value); err != nil {
-				return store.Wrap("put", it.Key, err)
+				return store.Wrap("put batch", it.Key, err)
 			}
 		}
 	}
@@ -115,7 +121,7 @@ func (t *Table) PutBatch(items []Item) error {
 		}
 		return nil
 	})
-	return store.Wrap("put", failed, err)
+	return store.Wrap("put batch", failed, err)
 }
 
 // PutReader stores the bytes r yields under key without holding the value
@@ -140,42 +146,57 @@ func (t *Table) PutBatch(items []Item) error {
 // one more copy of the value in the database's directory.
 func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 	if err := t.check(true); err != nil {
-		return store.Wrap("put", key, err)
+		return store.Wrap("put reader", key, err)
 	}
 	if size >= 0 {
-		if err := CheckSize(key, size); err != nil {
-			return store.Wrap("put", key, err)
+		if err := checkSize(key, size); err != nil {
+			return store.Wrap("put reader", key, err)
 		}
 	}
+	// The header policy is applied to the first bytes before the rest is
+	// read or spooled: a refused value costs ten bytes of its source.
+	spool := size < 0 || (size > pieceSize && !direct(r))
+	first := make([]byte, headerLen)
+	if size >= 0 {
+		first = first[:min(size, headerLen)]
+	}
+	n, err := io.ReadFull(r, first)
+	switch {
+	case size >= 0 && err != nil:
+		return store.Wrap("put reader", key, shortReader(err, size))
+	case err != nil && err != io.EOF && err != io.ErrUnexpectedEOF:
+		return store.Wrap("put reader", key, err)
+	}
+	first = first[:n]
+	if err := t.checkHeader(first, max(size, int64(n))); err != nil {
+		return store.Wrap("put reader", key, err)
+	}
+	r = io.MultiReader(bytes.NewReader(first), r)
 	// A value of one piece is read into memory below, before any lock.
-	if size < 0 || (size > pieceSize && !direct(r)) {
+	if spool {
 		f, n, err := t.spool(key, r, size)
 		if err != nil {
-			return store.Wrap("put", key, err)
+			return store.Wrap("put reader", key, err)
 		}
 		defer f.Close()
 		r, size = f, n
 	}
-	// The header policy needs the first bytes before anything is written.
 	head := make([]byte, min(size, headerLen))
 	if _, err := io.ReadFull(r, head); err != nil {
-		return store.Wrap("put", key, shortReader(err, size))
-	}
-	if err := t.checkHeader(head, size); err != nil {
-		return store.Wrap("put", key, err)
+		return store.Wrap("put reader", key, shortReader(err, size))
 	}
 	if size <= pieceSize { // one piece: a plain upsert costs less than a blob
 		buf := make([]byte, size)
 		copy(buf, head)
 		if err := readExact(r, buf[len(head):], size); err != nil {
-			return store.Wrap("put", key, err)
+			return store.Wrap("put reader", key, err)
 		}
 		if err := readExact(r, nil, size); err != nil {
-			return store.Wrap("put", key, err)
+			return store.Wrap("put reader", key, err)
 		}
-		return t.Put(key, buf)
+		return store.Wrap("put reader", key, t.put(key, buf))
 	}
-	err := t.update(false, func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
+	err = t.update(false, func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, t.upsertZero(), []byte(key), size); err != nil {
 			return err
 		}
@@ -209,7 +230,7 @@ func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 			return b.Close()
 		})
 	})
-	return store.Wrap("put", key, tooBig(err, key, size))
+	return store.Wrap("put reader", key, tooBig(err, key, size))
 }
 
 // readExact fills p from r; with p empty it checks that r has ended. A

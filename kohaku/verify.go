@@ -17,18 +17,15 @@ import (
 // value never fails a whole flush. The limit counts the key too: CheckPut
 // checks a value under its key.
 func (t *Table) CheckValue(value []byte) error {
-	return t.CheckPut("", value)
+	return store.Wrap("check value", "", t.checkValue("", value))
 }
 
 // CheckPut reports whether value may be stored under key, before anything
 // is written: the size limit of a row (CheckSize) and the header-magic
-// policy of B/C tables (see checkHeader). Its error is what Put would
-// return, wrapped as "put KEY".
+// policy of B/C tables (see checkHeader), with the cause Put would
+// return.
 func (t *Table) CheckPut(key string, value []byte) error {
-	if err := CheckSize(key, int64(len(value))); err != nil {
-		return store.Wrap("put", key, err)
-	}
-	return store.Wrap("put", key, t.checkHeader(value[:min(len(value), headerLen)], int64(len(value))))
+	return store.Wrap("check put", key, t.checkValue(key, value))
 }
 
 // Sync makes every committed change durable against power loss. Under a
