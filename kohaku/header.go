@@ -64,13 +64,19 @@ func CheckSize(key string, size int64) error {
 // checkSize is CheckSize with its error not yet wrapped.
 func checkSize(key string, size int64) error {
 	if size > MaxValueSize-rowOverhead-int64(len(key)) {
-		return tooLarge(key, size)
+		return rowTooLarge(key, size)
 	}
 	return nil
 }
 
-// tooLarge is the error of a value that does not fit in a row.
-func tooLarge(key string, size int64) error {
+// tooLarge is the error of a value over MaxValueSize, for callers that
+// know no key; rowTooLarge names the key's share of the row too.
+func tooLarge(size int64) error {
+	return rowTooLarge("", size)
+}
+
+// rowTooLarge is the error of a value that does not fit in a row.
+func rowTooLarge(key string, size int64) error {
 	return fmt.Errorf("%w: a value of %d bytes under a key of %d bytes is over KohakuVault's limit of %d bytes per row "+
 		"(SQLite's limit on key, value and record header together); "+
 		"copy the table to a native vault with `kvaultfs migrate`, which has no such limit",
@@ -82,7 +88,7 @@ func tooLarge(key string, size int64) error {
 func tooBig(err error, key string, size int64) error {
 	var se sqlite3.Error
 	if errors.As(err, &se) && se.Code == sqlite3.ErrTooBig {
-		return tooLarge(key, size)
+		return rowTooLarge(key, size)
 	}
 	return err
 }

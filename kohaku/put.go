@@ -97,7 +97,7 @@ func (t *Table) PutBatch(items []Item) error {
 		return nil
 	}
 	var failed string
-	err := t.update(true, func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
+	err := t.updateReplay(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
 		put, err := tx.PrepareContext(ctx, t.upsert())
 		if err != nil {
 			return err
@@ -196,7 +196,7 @@ func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 		}
 		return store.Wrap("put reader", key, t.put(key, buf))
 	}
-	err = t.update(false, func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
+	err = t.update(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, t.upsertZero(), []byte(key), size); err != nil {
 			return err
 		}
@@ -302,7 +302,7 @@ func (t *Table) spool(key string, r io.Reader, size int64) (*os.File, int64, err
 		limit := max(MaxValueSize-rowOverhead-int64(len(key)), 0)
 		n, err = io.Copy(f, io.LimitReader(r, limit+1))
 		if err == nil && n > limit {
-			err = tooLarge(key, n)
+			err = rowTooLarge(key, n)
 		}
 	}
 	if err == nil {

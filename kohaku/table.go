@@ -278,11 +278,21 @@ func (t *Table) check(write bool) error {
 // update runs fn in one write transaction on the writer connection,
 // committing if it returns nil. fn gets the connection too, for blob I/O.
 // A BEGIN IMMEDIATE that finds the file busy (after busy_timeout) is
-// retried (see retry). With replay set, fn only writes what it holds in
-// memory, so a busy error anywhere (a statement, the commit) retries the
-// whole transaction; without it (fn consumes a reader), nothing is
-// retried once fn has started.
-func (t *Table) update(replay bool, fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
+// retried (see retry); once fn has started nothing is retried, since fn
+// may consume a reader that cannot be read again.
+func (t *Table) update(fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
+	return t.updateTx(false, fn)
+}
+
+// updateReplay is update for an fn that only writes what it holds in
+// memory and may run again: a busy error anywhere (a statement, the
+// commit) retries the whole transaction.
+func (t *Table) updateReplay(fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
+	return t.updateTx(true, fn)
+}
+
+// updateTx is update and updateReplay.
+func (t *Table) updateTx(replay bool, fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
 	return t.retry(func() (retryable bool, err error) {
 		ctx := context.Background()
 		c, err := t.w.Conn(ctx)
