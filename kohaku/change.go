@@ -15,7 +15,7 @@ func (t *Table) Delete(key string) error {
 	if err := t.check(true); err != nil {
 		return store.Wrap("delete", key, err)
 	}
-	res, err := t.w.Exec(`DELETE FROM `+t.q+` WHERE key = ?1`, []byte(key))
+	res, err := t.exec(`DELETE FROM `+t.q+` WHERE key = ?1`, []byte(key))
 	if err != nil {
 		return store.Wrap("delete", key, err)
 	}
@@ -37,7 +37,7 @@ func (t *Table) Rename(from, to string, replace bool) error {
 	if err := t.check(true); err != nil {
 		return store.Wrap("rename", from, err)
 	}
-	err := t.update(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
+	err := t.updateReplay(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
 		var one int
 		err := tx.QueryRowContext(ctx, `SELECT 1 FROM `+t.q+` WHERE key = ?1`, []byte(from)).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {

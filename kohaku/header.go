@@ -1,7 +1,10 @@
 package kohaku
 
 import (
+	"errors"
 	"fmt"
+
+	"github.com/mattn/go-sqlite3"
 
 	"github.com/kohakuvault/kvaultfs/store"
 )
@@ -42,9 +45,52 @@ func validHeader(head []byte) bool {
 		head[5] == 0 && head[6] == 0 && head[7] == 0 && head[8] == 0x56 && head[9] == 0x4B
 }
 
-// tooLarge is the error of a value over MaxValueSize.
+// rowOverhead bounds what a row holds besides its key and value bytes:
+// SQLite's record header (its length and one serial type per column, at
+// most 9 bytes each for a BLOB) and, in format A, the size column (at most
+// 8 bytes; id, the rowid, is stored as NULL in the record). B/C needs at
+// most 19 bytes, A at most 29.
+const rowOverhead = 32
+
+// CheckSize reports whether a value of size bytes under key fits in a
+// row of a KohakuVault table: SQLite's length limit (SQLITE_MAX_LENGTH,
+// 10^9, which KohakuVault's SQLite keeps too) applies to the whole
+// record, key and value and record header together (see MaxValueSize). A
+// value that does not fit is store.ErrTooLarge pointing to migration.
+func CheckSize(key string, size int64) error {
+	return store.Wrap("check size", key, checkSize(key, size))
+}
+
+// checkSize is CheckSize with its error not yet wrapped.
+func checkSize(key string, size int64) error {
+	if size > MaxValueSize-rowOverhead-int64(len(key)) {
+		return rowTooLarge(key, size)
+	}
+	return nil
+}
+
+// tooLarge is the error of a value over MaxValueSize, for callers that
+// know no key; rowTooLarge names the key's share of the row too.
+//
+//lint:ignore U1000 used by the file-system view (fsfile.go, fsnode.go), merged from kv-fs
 func tooLarge(size int64) error {
-	return fmt.Errorf("%w: a value of %d bytes is over KohakuVault's limit of %d bytes per value; "+
+	return rowTooLarge("", size)
+}
+
+// rowTooLarge is the error of a value that does not fit in a row.
+func rowTooLarge(key string, size int64) error {
+	return fmt.Errorf("%w: a value of %d bytes under a key of %d bytes is over KohakuVault's limit of %d bytes per row "+
+		"(SQLite's limit on key, value and record header together); "+
 		"copy the table to a native vault with `kvaultfs migrate`, which has no such limit",
-		store.ErrTooLarge, size, int64(MaxValueSize))
+		store.ErrTooLarge, size, len(key), int64(MaxValueSize))
+}
+
+// tooBig turns SQLite's SQLITE_TOOBIG, met by a value that passed
+// CheckSize (a connection with a lower limit), into tooLarge.
+func tooBig(err error, key string, size int64) error {
+	var se sqlite3.Error
+	if errors.As(err, &se) && se.Code == sqlite3.ErrTooBig {
+		return rowTooLarge(key, size)
+	}
+	return err
 }

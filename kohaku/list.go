@@ -22,9 +22,16 @@ const scanBatch = 1000
 // runs outside them: a key changed meanwhile may be seen in its old or new
 // state, but none is seen twice or skipped if it stays. An error from fn
 // stops the scan and is returned as is.
+//
+// The size is the stored value's length in bytes (length() of the BLOB),
+// also in format A: a size column that disagrees is for Size and Verify
+// to report, not for a listing to show. Only BLOB keys are listed, as
+// KohakuVault's own listing binds BLOB bounds; a value another program
+// stored as TEXT or a number is listed with the length of its text form
+// (reading it is store.ErrCorrupt).
 func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size int64) error) error {
 	if err := t.check(false); err != nil {
-		return store.Wrap("list", prefix, err)
+		return store.Wrap("scan", prefix, err)
 	}
 	// Bounds: key >= lo (or > after), key < hi when the prefix has a
 	// successor. prefix || 0xFF, KohakuVault's upper bound, misses keys
@@ -34,10 +41,6 @@ func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size i
 		lo, strict = after, true
 	}
 	hi, bounded := successor(prefix)
-	sizeCol := "length(value)"
-	if t.info.Format == FormatA {
-		sizeCol = "size"
-	}
 	for sent := 0; limit <= 0 || sent < limit; {
 		n := scanBatch
 		if limit > 0 {
@@ -47,7 +50,7 @@ func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size i
 		if strict {
 			cmp = ">"
 		}
-		q := `SELECT key, ` + sizeCol + ` FROM ` + t.q + ` WHERE key ` + cmp + ` ?1`
+		q := `SELECT key, ` + valueBytes + ` FROM ` + t.q + ` WHERE key ` + cmp + ` ?1`
 		args := []any{[]byte(lo)}
 		if bounded {
 			q += ` AND key < ?2`
@@ -77,7 +80,7 @@ func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size i
 			return rows.Err()
 		})
 		if err != nil {
-			return store.Wrap("list", prefix, err)
+			return store.Wrap("scan", prefix, err)
 		}
 		for _, e := range batch {
 			if err := fn(e.key, e.size); err != nil {

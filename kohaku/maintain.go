@@ -19,7 +19,7 @@ func (t *Table) Optimize() error {
 	if err := t.check(true); err != nil {
 		return store.Wrap("optimize", "", err)
 	}
-	_, err := t.w.Exec(`VACUUM`)
+	_, err := t.exec(`VACUUM`)
 	return store.Wrap("optimize", "", err)
 }
 

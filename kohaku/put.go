@@ -1,6 +1,7 @@
 package kohaku
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/kohakuvault/kvaultfs/internal/sqlite"
 	"github.com/kohakuvault/kvaultfs/store"
@@ -32,9 +34,9 @@ func (t *Table) upsertZero() string {
 }
 
 // checkValue applies the size limit and the header policy.
-func (t *Table) checkValue(value []byte) error {
-	if len(value) > MaxValueSize {
-		return tooLarge(int64(len(value)))
+func (t *Table) checkValue(key string, value []byte) error {
+	if err := checkSize(key, int64(len(value))); err != nil {
+		return err
 	}
 	return t.checkHeader(value, int64(len(value)))
 }
@@ -54,14 +56,20 @@ func (t *Table) args(key string, value []byte) []any {
 // Put stores value under key with KohakuVault's upsert, committed when it
 // returns (format A also sets size). Bytes are stored verbatim.
 func (t *Table) Put(key string, value []byte) error {
+	return store.Wrap("put", key, t.put(key, value))
+}
+
+// put is Put with its errors not yet wrapped, for callers that wrap them
+// with their own operation.
+func (t *Table) put(key string, value []byte) error {
 	if err := t.check(true); err != nil {
-		return store.Wrap("put", key, err)
+		return err
 	}
-	if err := t.checkValue(value); err != nil {
-		return store.Wrap("put", key, err)
+	if err := t.checkValue(key, value); err != nil {
+		return err
 	}
-	_, err := t.w.Exec(t.upsert(), t.args(key, value)...)
-	return store.Wrap("put", key, err)
+	_, err := t.exec(t.upsert(), t.args(key, value)...)
+	return tooBig(err, key, int64(len(value)))
 }
 
 // Item is one change of a PutBatch: a put of Value, or a delete.
@@ -76,12 +84,12 @@ type Item struct {
 // value is checked before anything is written.
 func (t *Table) PutBatch(items []Item) error {
 	if err := t.check(true); err != nil {
-		return store.Wrap("put", "", err)
+		return store.Wrap("put batch", "", err)
 	}
 	for _, it := range items {
 		if !it.Delete {
-			if err := t.checkValue(it.Value); err != nil {
-				return store.Wrap("put", it.Key, err)
+			if err := t.checkValue(it.Key, it.Value); err != nil {
+				return store.Wrap("put batch", it.Key, err)
 			}
 		}
 	}
@@ -89,7 +97,7 @@ func (t *Table) PutBatch(items []Item) error {
 		return nil
 	}
 	var failed string
-	err := t.update(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
+	err := t.updateReplay(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
 		put, err := tx.PrepareContext(ctx, t.upsert())
 		if err != nil {
 			return err
@@ -108,60 +116,87 @@ func (t *Table) PutBatch(items []Item) error {
 			}
 			if err != nil {
 				failed = it.Key
-				return err
+				return tooBig(err, it.Key, int64(len(it.Value)))
 			}
 		}
 		return nil
 	})
-	return store.Wrap("put", failed, err)
+	return store.Wrap("put batch", failed, err)
 }
 
 // PutReader stores the bytes r yields under key without holding the value
-// in memory. With size >= 0, r must yield exactly size bytes: in one write
-// transaction the key gets a zero-filled value of that size (KohakuVault's
-// put_file upsert) that blob writes then fill in 1 MiB pieces; a reader
-// that fails, ends early or yields more rolls the transaction back and
-// leaves the old value whole (KohakuVault's own put_file does not). The
-// write lock is held while r is read, so a slow r delays other writers,
-// KohakuVault's included (they wait up to their busy_timeout). With size
-// < 0, r is first spooled to a temporary file beside the database (at
-// most MaxValueSize bytes), then written the same way. A value over
-// MaxValueSize is store.ErrTooLarge and changes nothing.
+// in memory. With size >= 0, r must yield exactly size bytes; with size <
+// 0 it is read to its end. In one write transaction the key gets a
+// zero-filled value of that size (KohakuVault's put_file upsert) that blob
+// writes then fill in 1 MiB pieces; any failure (of r, of SQLite, a reader
+// that ends early or yields more) rolls it back and leaves the old value
+// whole (KohakuVault's own put_file does not). A value that does not fit
+// in a row (CheckSize) is store.ErrTooLarge and changes nothing; with a
+// known size r is not read at all then.
+//
+// The write lock is held only while a local copy is written: r is read
+// inside the transaction only when it is an in-memory reader
+// (*bytes.Reader, *strings.Reader) or a regular *os.File, whose reads
+// never wait on anything slow. Any other reader (a pipe, a socket, a
+// decompressor), and every reader of unknown size, is first spooled to an
+// unlinked temporary file beside the database (up to the row limit), and
+// a short or long reader is found out there, before the lock is asked
+// for. A slow source so never makes other writers, KohakuVault's
+// included, wait past their busy_timeout; the spool needs free space for
+// one more copy of the value in the database's directory.
 func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 	if err := t.check(true); err != nil {
-		return store.Wrap("put", key, err)
+		return store.Wrap("put reader", key, err)
 	}
-	if size > MaxValueSize {
-		return store.Wrap("put", key, tooLarge(size))
+	if size >= 0 {
+		if err := checkSize(key, size); err != nil {
+			return store.Wrap("put reader", key, err)
+		}
 	}
-	if size < 0 {
-		f, n, err := t.spool(r)
+	// The header policy is applied to the first bytes before the rest is
+	// read or spooled: a refused value costs ten bytes of its source.
+	spool := size < 0 || (size > pieceSize && !direct(r))
+	first := make([]byte, headerLen)
+	if size >= 0 {
+		first = first[:min(size, headerLen)]
+	}
+	n, err := io.ReadFull(r, first)
+	switch {
+	case size >= 0 && err != nil:
+		return store.Wrap("put reader", key, shortReader(err, size))
+	case err != nil && err != io.EOF && err != io.ErrUnexpectedEOF:
+		return store.Wrap("put reader", key, err)
+	}
+	first = first[:n]
+	if err := t.checkHeader(first, max(size, int64(n))); err != nil {
+		return store.Wrap("put reader", key, err)
+	}
+	r = io.MultiReader(bytes.NewReader(first), r)
+	// A value of one piece is read into memory below, before any lock.
+	if spool {
+		f, n, err := t.spool(key, r, size)
 		if err != nil {
-			return store.Wrap("put", key, err)
+			return store.Wrap("put reader", key, err)
 		}
 		defer f.Close()
 		r, size = f, n
 	}
-	// The header policy needs the first bytes before anything is written.
 	head := make([]byte, min(size, headerLen))
 	if _, err := io.ReadFull(r, head); err != nil {
-		return store.Wrap("put", key, shortReader(err, size))
-	}
-	if err := t.checkHeader(head, size); err != nil {
-		return store.Wrap("put", key, err)
+		return store.Wrap("put reader", key, shortReader(err, size))
 	}
 	if size <= pieceSize { // one piece: a plain upsert costs less than a blob
 		buf := make([]byte, size)
 		copy(buf, head)
 		if err := readExact(r, buf[len(head):], size); err != nil {
-			return store.Wrap("put", key, err)
+			return store.Wrap("put reader", key, err)
 		}
 		if err := readExact(r, nil, size); err != nil {
-			return store.Wrap("put", key, err)
+			return store.Wrap("put reader", key, err)
 		}
-		return t.Put(key, buf)
+		return store.Wrap("put reader", key, t.put(key, buf))
 	}
-	err := t.update(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
+	err = t.update(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, t.upsertZero(), []byte(key), size); err != nil {
 			return err
 		}
@@ -195,7 +230,7 @@ func (t *Table) PutReader(key string, r io.Reader, size int64) error {
 			return b.Close()
 		})
 	})
-	return store.Wrap("put", key, err)
+	return store.Wrap("put reader", key, tooBig(err, key, size))
 }
 
 // readExact fills p from r; with p empty it checks that r has ended. A
@@ -230,19 +265,45 @@ func shortReader(err error, size int64) error {
 	return err
 }
 
+// direct reports whether PutReader may read r while it holds the write
+// lock: memory, or a regular file, which never waits on another program.
+func direct(r io.Reader) bool {
+	switch r := r.(type) {
+	case *bytes.Reader, *strings.Reader:
+		return true
+	case *os.File:
+		fi, err := r.Stat()
+		return err == nil && fi.Mode().IsRegular()
+	}
+	return false
+}
+
 // spool copies r to an unlinked temporary file beside the database (the
 // disk that must hold the value anyway, rather than a /tmp that may be
-// memory), positioned at its start, and returns it with its length. More
-// than MaxValueSize bytes is store.ErrTooLarge.
-func (t *Table) spool(r io.Reader) (*os.File, int64, error) {
+// memory), positioned at its start, and returns it with its length. With
+// size >= 0, r must yield exactly size bytes (store.ErrInvalidArgument
+// otherwise); with size < 0, more than fits in a row under key
+// (CheckSize) is store.ErrTooLarge.
+func (t *Table) spool(key string, r io.Reader, size int64) (*os.File, int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(t.path), ".kvaultfs-spool-*")
 	if err != nil {
 		return nil, 0, err
 	}
 	os.Remove(f.Name()) // unlinked: nothing to clean up after a crash
-	n, err := io.Copy(f, io.LimitReader(r, MaxValueSize+1))
-	if err == nil && n > MaxValueSize {
-		err = tooLarge(n)
+	var n int64
+	if size >= 0 {
+		n, err = io.CopyN(f, r, size)
+		if err != nil {
+			err = shortReader(err, size)
+		} else {
+			err = readExact(r, nil, size)
+		}
+	} else {
+		limit := max(MaxValueSize-rowOverhead-int64(len(key)), 0)
+		n, err = io.Copy(f, io.LimitReader(r, limit+1))
+		if err == nil && n > limit {
+			err = rowTooLarge(key, n)
+		}
 	}
 	if err == nil {
 		_, err = f.Seek(0, io.SeekStart)

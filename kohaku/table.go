@@ -32,14 +32,35 @@ type Options struct {
 	// holds (KohakuVault's own connections wait 5 s). Zero means
 	// DefaultBusyTimeout.
 	BusyTimeout time.Duration
+	// Retries is how many times a write that still finds the file busy
+	// after BusyTimeout is tried again, with exponential backoff from
+	// BackoffBase. Zero means DefaultRetries; a negative value means no
+	// retry; at most 30. Only a write that has not yet consumed the
+	// caller's reader is retried.
+	Retries int
+	// BackoffBase is the pause before the first retry, doubled for each
+	// later one. Zero means DefaultBackoffBase; at most a minute.
+	BackoffBase time.Duration
 }
 
 // DefaultBusyTimeout is KohakuVault's busy_timeout.
 const DefaultBusyTimeout = 5 * time.Second
 
-// MaxValueSize is the largest value a KohakuVault file can hold: one BLOB
-// under SQLite's default SQLITE_MAX_LENGTH, which KohakuVault's bundled
-// SQLite keeps (spec 2.1). Larger values need a native vault.
+// DefaultRetries and DefaultBackoffBase are KohakuVault's own retries of a
+// busy database (errors.py: 4 retries from 0.02 s doubling), and package
+// vault's defaults.
+const (
+	DefaultRetries     = 4
+	DefaultBackoffBase = 20 * time.Millisecond
+)
+
+// MaxValueSize is SQLite's default SQLITE_MAX_LENGTH, 10^9 bytes, which
+// KohakuVault's bundled SQLite keeps (spec 2.1). It bounds a whole row,
+// not only the value: the key, the value and the record header (a few
+// bytes; in format A also the size column) together. So the largest value
+// a key can hold is MaxValueSize - len(key) - a few bytes; CheckSize
+// tells exactly (it reserves 32 bytes for the record, a little more than
+// the most it can take). Larger values need a native vault.
 const MaxValueSize = 1_000_000_000
 
 // Per-connection settings. KohakuVault maps 256 MiB (spec 2.1); here the
@@ -63,7 +84,8 @@ const (
 //
 // Connections: a pool of readers, and one writer connection whose
 // transactions begin IMMEDIATE (the write lock is taken up front and
-// waited for with busy_timeout inside SQLite, never under a Go lock).
+// waited for with busy_timeout inside SQLite, never under a Go lock; a
+// write still busy after it is retried, Options.Retries).
 // Nothing in the file other than rows of the table is ever changed: no
 // page size, journal mode, table or index.
 type Table struct {
@@ -75,6 +97,8 @@ type Table struct {
 	r        *sql.DB   // readers
 	w        *sql.DB   // the writer, one connection; nil when read-only
 	dv       *sql.Conn // kept for PRAGMA data_version
+	retries  int       // Options.Retries resolved: >= 0
+	backoff  time.Duration
 	closed   atomic.Bool
 }
 
@@ -88,6 +112,19 @@ func Open(path string, o Options) (*Table, error) {
 	if o.BusyTimeout == 0 {
 		o.BusyTimeout = DefaultBusyTimeout
 	}
+	switch {
+	case o.Retries > 30:
+		return nil, store.Wrap("open", path, fmt.Errorf("%w: Retries %d: at most 30", store.ErrInvalidArgument, o.Retries))
+	case o.BackoffBase < 0 || o.BackoffBase > time.Minute:
+		return nil, store.Wrap("open", path, fmt.Errorf("%w: BackoffBase %v: must be between 0 and 1m", store.ErrInvalidArgument, o.BackoffBase))
+	case o.Retries == 0:
+		o.Retries = DefaultRetries
+	case o.Retries < 0:
+		o.Retries = 0
+	}
+	if o.BackoffBase == 0 {
+		o.BackoffBase = DefaultBackoffBase
+	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, store.Wrap("open", path, err)
 	}
@@ -99,7 +136,7 @@ func Open(path string, o Options) (*Table, error) {
 	if err != nil {
 		return nil, store.Wrap("open", path, err)
 	}
-	t := &Table{path: path, info: info, q: quoteIdent(info.Name)}
+	t := &Table{path: path, info: info, q: quoteIdent(info.Name), retries: o.Retries, backoff: o.BackoffBase}
 	t.readOnly = o.ReadOnly || !writable(path)
 	if err := t.openPools(o); err != nil {
 		t.closePools()
@@ -240,22 +277,70 @@ func (t *Table) check(write bool) error {
 
 // update runs fn in one write transaction on the writer connection,
 // committing if it returns nil. fn gets the connection too, for blob I/O.
+// A BEGIN IMMEDIATE that finds the file busy (after busy_timeout) is
+// retried (see retry); once fn has started nothing is retried, since fn
+// may consume a reader that cannot be read again.
 func (t *Table) update(fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
-	ctx := context.Background()
-	c, err := t.w.Conn(ctx)
-	if err != nil {
-		return err
+	return t.updateTx(false, fn)
+}
+
+// updateReplay is update for an fn that only writes what it holds in
+// memory and may run again: a busy error anywhere (a statement, the
+// commit) retries the whole transaction.
+func (t *Table) updateReplay(fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
+	return t.updateTx(true, fn)
+}
+
+// updateTx is update and updateReplay.
+func (t *Table) updateTx(replay bool, fn func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error) error {
+	return t.retry(func() (retryable bool, err error) {
+		ctx := context.Background()
+		c, err := t.w.Conn(ctx)
+		if err != nil {
+			return false, err
+		}
+		// Closed before retry sleeps: no connection is held then.
+		defer c.Close()
+		tx, err := c.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
+		if err != nil {
+			return true, err
+		}
+		defer tx.Rollback() // a no-op after Commit
+		if err := fn(ctx, c, tx); err != nil {
+			return replay, err
+		}
+		return replay, tx.Commit()
+	})
+}
+
+// retry runs try until it succeeds, fails with something other than
+// SQLite's busy error, says its failure must not be retried, or has been
+// retried Options.Retries times, pausing from BackoffBase doubling in
+// between. try releases everything it took before returning, so the
+// pauses hold no connection and no lock. SQLite's own busy_timeout has
+// already waited inside each attempt.
+func (t *Table) retry(try func() (retryable bool, err error)) error {
+	delay := t.backoff
+	for attempt := 0; ; attempt++ {
+		retryable, err := try()
+		if err == nil || !retryable || !store.IsBusy(err) || attempt >= t.retries {
+			return err
+		}
+		time.Sleep(delay)
+		delay *= 2
 	}
-	defer c.Close()
-	tx, err := c.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback() // a no-op after Commit
-	if err := fn(ctx, c, tx); err != nil {
-		return err
-	}
-	return tx.Commit()
+}
+
+// exec runs one autocommitted write statement on the writer, retried
+// while the file is busy (its arguments are in memory).
+func (t *Table) exec(q string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := t.retry(func() (bool, error) {
+		var err error
+		res, err = t.w.Exec(q, args...)
+		return true, err
+	})
+	return res, err
 }
 
 // view runs fn in one read transaction on a reader connection, so that

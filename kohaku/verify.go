@@ -10,16 +10,22 @@ import (
 	"github.com/kohakuvault/kvaultfs/store"
 )
 
-// CheckValue reports whether value may be stored in the table, before
-// anything is written: the header-magic policy of B/C tables (see
-// checkHeader) and the size limit. The write-back cache of package vault
-// checks a value when it is cached, so that one refused value never fails
-// a whole flush.
+// CheckValue reports whether value may be stored in the table under the
+// empty key, before anything is written: the header-magic policy of B/C
+// tables (see checkHeader) and the size limit. The write-back cache of
+// package vault checks a value when it is cached, so that one refused
+// value never fails a whole flush. The limit counts the key too: CheckPut
+// checks a value under its key.
 func (t *Table) CheckValue(value []byte) error {
-	if len(value) > MaxValueSize {
-		return tooLarge(int64(len(value)))
-	}
-	return t.checkHeader(value[:min(len(value), headerLen)], int64(len(value)))
+	return store.Wrap("check value", "", t.checkValue("", value))
+}
+
+// CheckPut reports whether value may be stored under key, before anything
+// is written: the size limit of a row (CheckSize) and the header-magic
+// policy of B/C tables (see checkHeader), with the cause Put would
+// return.
+func (t *Table) CheckPut(key string, value []byte) error {
+	return store.Wrap("check put", key, t.checkValue(key, value))
 }
 
 // Sync makes every committed change durable against power loss. Under a
@@ -80,15 +86,17 @@ func (t *Table) Verify(report func(key string, err error)) (int64, error) {
 			report("", fmt.Errorf("%w: integrity_check: %s", store.ErrCorrupt, line))
 		}
 	}
-	if err := rows.Close(); err != nil {
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return 0, store.Wrap("verify", "", err)
 	}
-	size := "NULL"
+	// The size column is read by type, never scanned as an integer: a
+	// TEXT there is a problem to report, not a reason to stop.
+	size := `'integer', NULL`
 	if t.info.Format == FormatA {
-		size = "size"
+		size = `typeof(size), CASE typeof(size) WHEN 'integer' THEN size END`
 	}
-	query := fmt.Sprintf(`SELECT rowid, CAST(key AS BLOB), typeof(key), typeof(value), length(value), %s
-		FROM %s WHERE rowid > ?1 ORDER BY rowid LIMIT %d`, size, t.q, verifyBatch)
+	query := fmt.Sprintf(`SELECT rowid, CAST(key AS BLOB), typeof(key), typeof(value), %s, %s
+		FROM %s WHERE rowid > ?1 ORDER BY rowid LIMIT %d`, valueBytes, size, t.q, verifyBatch)
 	var checked, last int64
 	for {
 		n := 0
@@ -100,9 +108,9 @@ func (t *Table) Verify(report func(key string, err error)) (int64, error) {
 			defer rows.Close()
 			for rows.Next() {
 				var key []byte
-				var keyType, valueType string
+				var keyType, valueType, sizeType string
 				var length, stored sql.NullInt64
-				if err := rows.Scan(&last, &key, &keyType, &valueType, &length, &stored); err != nil {
+				if err := rows.Scan(&last, &key, &keyType, &valueType, &length, &sizeType, &stored); err != nil {
 					return err
 				}
 				n++
@@ -110,9 +118,11 @@ func (t *Table) Verify(report func(key string, err error)) (int64, error) {
 				case keyType != "blob":
 					report(string(key), fmt.Errorf("%w: the key is stored as %s, not a BLOB: KohakuVault cannot read the table's keys", store.ErrCorrupt, keyType))
 				case valueType != "blob":
-					report(string(key), fmt.Errorf("%w: the value is stored as %s, not a BLOB: KohakuVault cannot read it", store.ErrCorrupt, valueType))
-				case t.info.Format == FormatA && (!stored.Valid || stored.Int64 != length.Int64):
-					report(string(key), fmt.Errorf("%w: the size column says %d bytes, the value has %d", store.ErrCorrupt, stored.Int64, length.Int64))
+					report(string(key), notBlob(valueType))
+				case t.info.Format == FormatA:
+					if err := checkSizeColumn(sizeType, stored, length.Int64); err != nil {
+						report(string(key), err)
+					}
 				}
 			}
 			return rows.Err()

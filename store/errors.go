@@ -139,7 +139,7 @@ func Classify(err error) error {
 		kind = ErrInvalidArgument
 		return fmt.Errorf("%w: not a SQLite database (%v)", kind, se)
 	case sqlite3.ErrTooBig:
-		kind = ErrInvalidArgument
+		kind = ErrTooLarge // a string or BLOB over SQLite's length limit (also ErrInvalidArgument)
 	default:
 		return err
 	}

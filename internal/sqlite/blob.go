@@ -83,13 +83,19 @@ type Conn struct {
 
 // Raw runs fn with the C handle of the connection c. Blobs fn leaves
 // open are closed when it returns, since an open blob holds a read
-// transaction that must not outlive fn on a pooled connection. fn must
-// not keep the *Conn or its blobs.
+// transaction that must not outlive fn on a pooled connection. Closing a
+// writable blob in autocommit mode commits its writes: if that fails and
+// fn succeeded, Raw returns the first such error (the writes are lost).
+// fn must not keep the *Conn or its blobs.
+//
+// fn must not use c, or any *sql.Tx or statement of c: database/sql holds
+// the driver connection's lock for the whole of Raw, so such a call waits
+// for itself forever. Run the SQL before or after Raw, on the same Tx.
 func Raw(ctx context.Context, c *sql.Conn, fn func(*Conn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return c.Raw(func(dc any) error {
+	return c.Raw(func(dc any) (err error) {
 		db, err := handle(dc)
 		if err != nil {
 			return err
@@ -97,7 +103,9 @@ func Raw(ctx context.Context, c *sql.Conn, fn func(*Conn) error) error {
 		conn := &Conn{db: db, blobs: map[*Blob]struct{}{}}
 		defer func() {
 			for b := range conn.blobs {
-				b.Close()
+				if cerr := b.Close(); cerr != nil && b.writable && err == nil {
+					err = cerr
+				}
 			}
 			conn.db = nil
 		}()
@@ -156,9 +164,11 @@ func (c *Conn) fail(fn string, rc C.int) error {
 // Blob is an open handle on one BLOB (sqlite3_blob). Its size is fixed
 // when opened: writes overwrite bytes in place, never grow or shrink it.
 type Blob struct {
-	c    *Conn
-	b    *C.sqlite3_blob
-	size int64
+	c        *Conn
+	b        *C.sqlite3_blob
+	size     int64
+	writable bool
+	aborted  error // the error of a failed Reopen: SQLite aborted the handle
 }
 
 // OpenBlob opens the BLOB in column of the row rowid of table in the
@@ -185,7 +195,7 @@ func (c *Conn) OpenBlob(db, table, column string, rowid int64, writable bool) (*
 		}
 		return nil, err
 	}
-	bl := &Blob{c: c, b: b, size: int64(C.sqlite3_blob_bytes(b))}
+	bl := &Blob{c: c, b: b, size: int64(C.sqlite3_blob_bytes(b)), writable: writable}
 	c.blobs[bl] = struct{}{}
 	return bl, nil
 }
@@ -193,11 +203,19 @@ func (c *Conn) OpenBlob(db, table, column string, rowid int64, writable bool) (*
 // Size returns the blob's length in bytes.
 func (b *Blob) Size() int64 { return b.size }
 
+// usable returns the error of a call on a closed or aborted handle.
+func (b *Blob) usable() error {
+	if b.b == nil || b.c.db == nil {
+		return ErrClosed
+	}
+	return b.aborted
+}
+
 // ReadAt reads len(p) bytes at off with io.ReaderAt semantics: fewer
 // bytes only at the end of the blob, then io.EOF.
 func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
-	if b.b == nil || b.c.db == nil {
-		return 0, ErrClosed
+	if err := b.usable(); err != nil {
+		return 0, err
 	}
 	if off < 0 {
 		return 0, fmt.Errorf("read at %d: %w", off, ErrRange)
@@ -226,8 +244,8 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt writes p at off. The range must lie inside the blob
 // (ErrRange otherwise, nothing written): a blob cannot grow.
 func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
-	if b.b == nil || b.c.db == nil {
-		return 0, ErrClosed
+	if err := b.usable(); err != nil {
+		return 0, err
 	}
 	if off < 0 || off > b.size || int64(len(p)) > b.size-off {
 		return 0, fmt.Errorf("write of %d bytes at %d in a blob of %d: %w", len(p), off, b.size, ErrRange)
@@ -242,15 +260,17 @@ func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // Reopen points the handle at the same column of another row, cheaper
-// than a new OpenBlob. After a failure the handle is unusable but must
-// still be closed.
+// than a new OpenBlob. After a failure SQLite has aborted the handle:
+// every later ReadAt, WriteAt and Reopen returns that failure (never an
+// end of value), and the handle must still be closed.
 func (b *Blob) Reopen(rowid int64) error {
-	if b.b == nil || b.c.db == nil {
-		return ErrClosed
+	if err := b.usable(); err != nil {
+		return err
 	}
 	if rc := C.sqlite3_blob_reopen(b.b, C.sqlite3_int64(rowid)); rc != 0 {
 		b.size = 0
-		return b.c.fail("sqlite3_blob_reopen", rc)
+		b.aborted = b.c.fail("sqlite3_blob_reopen", rc)
+		return b.aborted
 	}
 	b.size = int64(C.sqlite3_blob_bytes(b.b))
 	return nil
