@@ -196,13 +196,16 @@ func (f *tableFS) changed(st *openState, e *entry, end int64, exact bool) {
 	f.mu.Unlock()
 }
 
-// checkEnd refuses data past MaxValueSize.
+// checkEnd refuses data past what a row under key can hold (CheckSize).
 func checkEnd(key string, off, n int64) error {
 	if off < 0 || n < 0 {
 		return &store.Error{Op: "write", Key: key, Err: fmt.Errorf("%w: negative offset or length", store.ErrInvalidArgument)}
 	}
 	if off > MaxValueSize || n > MaxValueSize-off {
 		return &store.Error{Op: "write", Key: key, Err: tooLarge(off + min(n, MaxValueSize))}
+	}
+	if err := checkSize(key, off+n); err != nil {
+		return &store.Error{Op: "write", Key: key, Err: err}
 	}
 	return nil
 }
@@ -595,7 +598,7 @@ func (f *tableFS) insertEmpty(key string) error {
 	if err := f.t.check(true); err != nil {
 		return store.Wrap("create", key, err)
 	}
-	res, err := f.t.w.Exec(q, args...)
+	res, err := f.t.exec(q, args...)
 	if err != nil {
 		return store.Wrap("create", key, err)
 	}

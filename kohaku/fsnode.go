@@ -446,11 +446,11 @@ func (f *tableFS) SetAttr(ino int64, a store.SetAttr) (store.Inode, error) {
 // for writing here (committed with it), else by rewriting the value now,
 // in one transaction, from a spill copy of the part that stays.
 func (f *tableFS) resize(e *entry, size int64) error {
-	if size < 0 || size > MaxValueSize {
-		if size < 0 {
-			return &store.Error{Op: "truncate", Key: f.nameOf(e), Err: fmt.Errorf("%w: negative size %d", store.ErrInvalidArgument, size)}
-		}
-		return &store.Error{Op: "truncate", Key: f.nameOf(e), Err: tooLarge(size)}
+	if size < 0 {
+		return &store.Error{Op: "truncate", Key: f.nameOf(e), Err: fmt.Errorf("%w: negative size %d", store.ErrInvalidArgument, size)}
+	}
+	if err := checkSize(f.nameOf(e), size); err != nil {
+		return &store.Error{Op: "truncate", Key: f.nameOf(e), Err: err}
 	}
 	f.mu.Lock()
 	st := f.open[e.ino]

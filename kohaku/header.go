@@ -71,8 +71,6 @@ func checkSize(key string, size int64) error {
 
 // tooLarge is the error of a value over MaxValueSize, for callers that
 // know no key; rowTooLarge names the key's share of the row too.
-//
-//lint:ignore U1000 used by the file-system view (fsfile.go, fsnode.go), merged from kv-fs
 func tooLarge(size int64) error {
 	return rowTooLarge("", size)
 }

@@ -163,7 +163,7 @@ func (b *back) check() error {
 		case in.Kind != store.KindFile:
 			special = append(special, fmt.Sprintf("%s (%s)", quoteKey(k), in.Kind))
 			continue
-		case in.Size > kohaku.MaxValueSize:
+		case kohaku.CheckSize(k, in.Size) != nil:
 			tooBig = append(tooBig, fmt.Sprintf("%s (%d bytes)", quoteKey(k), in.Size))
 		case b.format == kohaku.FormatBC && in.Size >= headerLen:
 			refused, err := b.headerRefused(k)

@@ -147,7 +147,12 @@ func listNames(names []string) string {
 
 // openKohaku opens the KohakuVault table that chooseStore picked.
 func (v *Vault) openKohaku(info *kohaku.TableInfo) error {
-	t, err := kohaku.Open(v.path, kohaku.Options{Table: info.Name, ReadOnly: v.opts.ReadOnly, BusyTimeout: v.opts.BusyTimeout})
+	retries := v.opts.Retries
+	if retries == 0 {
+		retries = -1 // kohaku's zero means its default
+	}
+	t, err := kohaku.Open(v.path, kohaku.Options{Table: info.Name, ReadOnly: v.opts.ReadOnly, BusyTimeout: v.opts.BusyTimeout,
+		Retries: retries, BackoffBase: v.opts.BackoffBase})
 	if err != nil {
 		return err
 	}
@@ -417,10 +422,11 @@ func (v *Vault) kvClose() error {
 	return v.kv.Close()
 }
 
-// kvCheckValue applies the header policy before a value is cached, so
-// that one refused value cannot fail a whole flush: see kohaku.CheckValue.
+// kvCheckValue applies the header policy and the row limit before a
+// value is cached, so that one refused value cannot fail a whole flush:
+// see kohaku.Table.CheckPut.
 func (v *Vault) kvCheckValue(key string, value []byte) error {
-	return wrap("put", key, v.kv.CheckValue(value))
+	return wrap("put", key, v.kv.CheckPut(key, value))
 }
 
 // kvSync makes every committed change durable.
