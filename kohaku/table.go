@@ -93,6 +93,11 @@ type Table struct {
 	info     TableInfo
 	q        string // the table name quoted for SQL
 	readOnly bool
+	// canWrite: the file and its directory are writable. Readers then
+	// open read-write with query_only even when the table is read-only:
+	// a read-only connection cannot remove the -wal and -shm files that
+	// opening a WAL file creates, and would leave them behind at close.
+	canWrite bool
 	wal      bool
 	r        *sql.DB   // readers
 	w        *sql.DB   // the writer, one connection; nil when read-only
@@ -137,7 +142,8 @@ func Open(path string, o Options) (*Table, error) {
 		return nil, store.Wrap("open", path, err)
 	}
 	t := &Table{path: path, info: info, q: quoteIdent(info.Name), retries: o.Retries, backoff: o.BackoffBase}
-	t.readOnly = o.ReadOnly || !writable(path)
+	t.canWrite = writable(path)
+	t.readOnly = o.ReadOnly || !t.canWrite
 	if err := t.openPools(o); err != nil {
 		t.closePools()
 		return nil, store.Wrap("open", path, err)
@@ -156,7 +162,7 @@ func writable(path string) bool {
 func (t *Table) openPools(o Options) error {
 	busy := fmt.Sprint(o.BusyTimeout.Milliseconds())
 	params := url.Values{"_busy_timeout": {busy}}
-	if t.readOnly {
+	if !t.canWrite {
 		params.Set("mode", "ro")
 	} else {
 		params.Set("mode", "rw")

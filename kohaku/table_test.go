@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/kohakuvault/kvaultfs/internal/kohakutest"
 	"github.com/kohakuvault/kvaultfs/store"
 )
 
@@ -436,5 +439,32 @@ func TestDataVersion(t *testing.T) {
 	}
 	if v, _ := a.DataVersion(); v == v1 {
 		t.Fatal("data_version unchanged after the table's own write")
+	}
+}
+
+// TestReadOnlyOpenLeavesNoFiles: a read-only open of a WAL file that no
+// other process has open (kvaultfs ls, get, migrate's source) leaves no
+// -wal or -shm behind: before, the readers opened mode=ro, which cannot
+// remove them at close.
+func TestReadOnlyOpenLeavesNoFiles(t *testing.T) {
+	watchdog(t, time.Minute)
+	path := kohakutest.CopyFixture(t, "format-c.db")
+	tb, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.Get("top.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Put("x", []byte("y")); !errors.Is(err, store.ErrReadOnly) {
+		t.Fatalf("Put on a read-only table: %v", err)
+	}
+	if err := tb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(path + suffix); err == nil {
+			t.Errorf("a read-only open left %s behind", filepath.Base(path+suffix))
+		}
 	}
 }
