@@ -1,8 +1,6 @@
 package kohaku
 
 import (
-	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,40 +25,8 @@ var errStop = errors.New("stop")
 // scan. Table.Scan only starts after a key; skipping a directory needs
 // an inclusive start.
 func (f *tableFS) scanFrom(lo, hi string, bounded bool, fn func(key string, size int64) (next string, err error)) error {
-	sizeCol := "length(value)"
-	if f.t.info.Format == FormatA {
-		sizeCol = "size" // kept equal to length(value); read without the value
-	}
-	type kv struct {
-		key  string
-		size int64
-	}
 	for {
-		q := `SELECT key, ` + sizeCol + ` FROM ` + f.t.q + ` WHERE key >= ?1`
-		args := []any{[]byte(lo)}
-		if bounded {
-			q += ` AND key < ?2`
-			args = append(args, []byte(hi))
-		}
-		q += fmt.Sprintf(` ORDER BY key LIMIT %d`, fsScanBatch)
-		var batch []kv
-		err := f.t.view(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
-			rows, err := tx.QueryContext(ctx, q, args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var k []byte
-				var e kv
-				if err := rows.Scan(&k, &e.size); err != nil {
-					return err
-				}
-				e.key = string(k)
-				batch = append(batch, e)
-			}
-			return rows.Err()
-		})
+		batch, err := f.t.keyBatch(lo, true, hi, bounded, fsScanBatch)
 		if err != nil {
 			return store.Wrap("list", lo, err)
 		}

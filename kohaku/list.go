@@ -46,39 +46,7 @@ func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size i
 		if limit > 0 {
 			n = min(n, limit-sent)
 		}
-		cmp := ">="
-		if strict {
-			cmp = ">"
-		}
-		q := `SELECT key, ` + valueBytes + ` FROM ` + t.q + ` WHERE key ` + cmp + ` ?1`
-		args := []any{[]byte(lo)}
-		if bounded {
-			q += ` AND key < ?2`
-			args = append(args, []byte(hi))
-		}
-		q += fmt.Sprintf(` ORDER BY key LIMIT %d`, n)
-		type entry struct {
-			key  string
-			size int64
-		}
-		var batch []entry
-		err := t.view(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
-			rows, err := tx.QueryContext(ctx, q, args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var k []byte
-				var e entry
-				if err := rows.Scan(&k, &e.size); err != nil {
-					return err
-				}
-				e.key = string(k)
-				batch = append(batch, e)
-			}
-			return rows.Err()
-		})
+		batch, err := t.keyBatch(lo, !strict, hi, bounded, n)
 		if err != nil {
 			return store.Wrap("scan", prefix, err)
 		}
@@ -94,6 +62,49 @@ func (t *Table) Scan(prefix, after string, limit int, fn func(key string, size i
 		lo, strict = batch[len(batch)-1].key, true
 	}
 	return nil
+}
+
+// keySize is one row of a listing: a key and its value's length.
+type keySize struct {
+	key  string
+	size int64
+}
+
+// keyBatch reads up to n keys from lo (included when inclusive) and below
+// hi when bounded, in key order, with each value's stored length, in one
+// read transaction. It is the one listing query of the package: Scan and
+// the file-system view's listings page through it.
+func (t *Table) keyBatch(lo string, inclusive bool, hi string, bounded bool, n int) ([]keySize, error) {
+	cmp := ">"
+	if inclusive {
+		cmp = ">="
+	}
+	q := `SELECT key, ` + valueBytes + ` FROM ` + t.q + ` WHERE key ` + cmp + ` ?1`
+	args := []any{[]byte(lo)}
+	if bounded {
+		q += ` AND key < ?2`
+		args = append(args, []byte(hi))
+	}
+	q += fmt.Sprintf(` ORDER BY key LIMIT %d`, n)
+	var batch []keySize
+	err := t.view(func(ctx context.Context, _ *sql.Conn, tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k []byte
+			var e keySize
+			if err := rows.Scan(&k, &e.size); err != nil {
+				return err
+			}
+			e.key = string(k)
+			batch = append(batch, e)
+		}
+		return rows.Err()
+	})
+	return batch, err
 }
 
 // successor returns the smallest byte string greater than every string
