@@ -222,3 +222,36 @@ func TestBackSourceChanges(t *testing.T) {
 		t.Errorf("d.bin %q, e.bin %q, want d (skipped, left as it was) and e", got["d.bin"], got["e.bin"])
 	}
 }
+
+// TestForwardCancelAfterStore: a cancel that comes once a value is stored
+// in the destination still gives that key its mode and mtime, so that the
+// next run, which finds the value unchanged, leaves a right copy.
+func TestForwardCancelAfterStore(t *testing.T) {
+	watchdog(t, time.Minute)
+	dir := t.TempDir()
+	want := map[string][]byte{"a.bin": []byte("first"), "b.bin": []byte("second")}
+	src := kohakuSource(t, dir, want)
+	setOld(t, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	withHook(t, func(event, key string) {
+		if event == "stored" && key == "a.bin" {
+			cancel()
+		}
+	})
+	dst := filepath.Join(dir, "copy.db")
+	if _, err := Forward(ctx, src, dst, Options{}); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("error %v, want ErrInterrupted", err)
+	}
+	checkMeta(t, dst, map[string][]byte{"a.bin": nil})
+	testHook = nil
+	res, err := Forward(context.Background(), src, dst, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Unchanged != 1 || res.Copied != 1 {
+		t.Errorf("the run after the cancel: %+v, want a.bin unchanged, b.bin copied", res)
+	}
+	sameMaps(t, "after the second run", readNative(t, dst), want)
+	checkMeta(t, dst, want)
+}

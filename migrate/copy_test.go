@@ -20,7 +20,9 @@ type memStore struct {
 	failAt  int64 // GetTo fails after this many bytes (-1: never)
 	failErr error // what GetTo fails with (errBroken if nil)
 	putErr  error // PutReader fails with this after reading a little
-	stored  []byte
+	// afterPut, if set, is called once PutReader has stored the value.
+	afterPut func()
+	stored   []byte
 }
 
 var errBroken = errors.New("broken disk")
@@ -56,6 +58,9 @@ func (m *memStore) PutReader(_ string, r io.Reader, size int64) error {
 		return errors.New("size mismatch")
 	}
 	m.stored = data
+	if m.afterPut != nil {
+		m.afterPut()
+	}
 	return nil
 }
 
@@ -114,6 +119,16 @@ func TestCopyValueErrors(t *testing.T) {
 	cancel()
 	if _, stored, err := copyValue(ctx2, &memStore{value: value, failAt: -1}, &memStore{}, "k", int64(len(value)), nil); stored || !errors.Is(err, context.Canceled) {
 		t.Errorf("a cancelled copy: %v (stored %v), want context.Canceled, nothing stored", err, stored)
+	}
+
+	// Cancelled once the destination has committed the value: stored,
+	// with the digest of what it holds, and the context's error.
+	ctx3, cancel3 := context.WithCancel(ctx)
+	defer cancel3()
+	dst = &memStore{afterPut: cancel3}
+	d, stored, err = copyValue(ctx3, &memStore{value: value, failAt: -1}, dst, "k", int64(len(value)), nil)
+	if !stored || !errors.Is(err, context.Canceled) || d.sum != sha256.Sum256(value) || !bytes.Equal(dst.stored, value) {
+		t.Errorf("a copy cancelled after the commit: %v, stored %v, digest %x", err, stored, d.sum)
 	}
 }
 

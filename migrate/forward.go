@@ -181,12 +181,20 @@ func (f *forward) once(key string) error {
 		return nil
 	}
 	hook("copy", key)
-	sum, _, err := copyValue(f.ctx, f.t, f.v, key, size, f.tr.bytes)
+	sum, stored, err := copyValue(f.ctx, f.t, f.v, key, size, f.tr.bytes)
 	switch {
 	case isKeyClash(err):
 		f.skip(fmt.Sprintf("%s (%v)", quoteKey(key), err))
 		f.tr.done(size)
 		return nil
+	case stored && err != nil:
+		// Cancelled once the value was stored: it gets its metadata now,
+		// or the next run would find it unchanged and never set it. The
+		// next run's comparison verifies it.
+		if merr := f.setMeta(key); merr != nil {
+			return merr
+		}
+		return err
 	case errors.Is(err, errSourceGone) || errors.Is(err, errSourceChanged):
 		return err
 	case err != nil:

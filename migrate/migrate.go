@@ -14,7 +14,8 @@
 // stops between keys when its context is cancelled; a value being written
 // then is rolled back (both stores replace a value atomically), so every
 // key holds either its old or its new value, and a later run completes the
-// copy.
+// copy. A value already stored when the cancel comes keeps its metadata
+// too: a later run finds it unchanged and would not set it.
 //
 // Another program may write the source during a run (KohakuVault, or a
 // kvaultfs mount of the vault). A key it deletes after the listing is
