@@ -30,6 +30,11 @@ import (
 // The table's write lock is held while one value streams in, so a
 // KohakuVault process writing the same file meanwhile waits for each
 // value (up to its busy_timeout, 5 s) or fails with "database is locked".
+//
+// A key another program deletes from the vault during the run is counted
+// in Result.Vanished; one it rewrites during each of copyAttempts
+// attempts to copy it is skipped and listed in an ErrSkipped error at the
+// end, the other keys still copied.
 func Back(ctx context.Context, src, dst string, o Options) (res Result, err error) {
 	prefix := o.vaultPrefix()
 	sh, err := inspect(src, prefix)
@@ -114,6 +119,10 @@ func Back(ctx context.Context, src, dst string, o Options) (res Result, err erro
 	if err := b.extra(o.Delete); err != nil {
 		return b.res, b.stopped(err)
 	}
+	if len(b.skipped) > 0 {
+		return b.res, fmt.Errorf("%w: %s left out of the table (every other key is copied and verified): %s",
+			ErrSkipped, keys(int64(len(b.skipped))), listOf(b.skipped))
+	}
 	return b.res, nil
 }
 
@@ -132,6 +141,9 @@ type back struct {
 	format kohaku.Format
 	tr     tracker
 	res    Result
+	// skipped lists keys left out, each with why: another program
+	// rewrote them in the vault during every attempt.
+	skipped []string
 }
 
 func (b *back) stopped(err error) error {
@@ -251,19 +263,43 @@ func (b *back) headerRefused(key string) (bool, error) {
 		return false, fmt.Errorf("read destination %s: %w", quoteKey(key), err)
 	}
 	same, err := sameValue(b.ctx, b.v, b.t, key, nil)
+	if errors.Is(err, errSourceGone) || errors.Is(err, errSourceChanged) {
+		// Deleted or rewritten by another program since: the copy reads
+		// it again, and the table's own check refuses a bad header then.
+		return false, nil
+	}
 	return !same, err
 }
 
-// key brings one source key up to date in the table.
+// key brings one source key up to date in the table. A key another
+// program deletes from the vault during the run is counted in
+// Result.Vanished; one it rewrites during every attempt is skipped.
 func (b *back) key(key string) error {
 	if err := b.ctx.Err(); err != nil {
 		return err
 	}
 	b.tr.start(key)
+	how, err := retryKey(b.ctx, func() error { return b.once(key) })
+	switch {
+	case how == keyGone:
+		b.res.Vanished++
+		b.tr.done(0)
+	case how == keyChanged:
+		b.skipped = append(b.skipped, changedText(key, err))
+		b.res.Skipped++
+		b.tr.done(0)
+	case err != nil:
+		return err
+	}
+	return nil
+}
+
+// once is one attempt at a key: errSourceGone or errSourceChanged when
+// another program deleted or rewrote it in the vault meanwhile, else done.
+func (b *back) once(key string) error {
 	in, err := b.v.Stat(key)
 	if errors.Is(err, store.ErrNotFound) {
-		b.tr.done(0)
-		return nil // deleted meanwhile (another process may write the vault)
+		return fmt.Errorf("%w: %w", errSourceGone, err)
 	}
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", quoteKey(key), err)
@@ -279,8 +315,14 @@ func (b *back) key(key string) error {
 		b.tr.done(size)
 		return nil
 	}
-	sum, err := copyValue(b.ctx, b.v, b.t, key, size, b.tr.bytes)
-	if err != nil {
+	hook("copy", key)
+	// A value stored when the cancel came needs nothing more: a table
+	// keeps no metadata, and the next run's comparison verifies it.
+	sum, _, err := copyValue(b.ctx, b.v, b.t, key, size, b.tr.bytes)
+	switch {
+	case errors.Is(err, errSourceGone) || errors.Is(err, errSourceChanged):
+		return err
+	case err != nil:
 		return fmt.Errorf("copy %s: %w", quoteKey(key), err)
 	}
 	if err := verify(b.ctx, b.t, key, sum); err != nil {

@@ -23,8 +23,11 @@ import (
 // its values can have been written.
 //
 // A key the native vault cannot hold (a key "a/b" beside a key "a": a
-// file cannot also be a directory) is skipped and listed in an ErrSkipped error at the end; the other keys
-// are still copied. The Result is valid with any error.
+// file cannot also be a directory) is skipped and listed in an ErrSkipped
+// error at the end; the other keys are still copied. So is a key that
+// KohakuVault rewrites to another length during each of copyAttempts
+// attempts to copy it, while a key it deletes during the run is counted
+// in Result.Vanished. The Result is valid with any error.
 func Forward(ctx context.Context, src, dst string, o Options) (res Result, err error) {
 	prefix := o.vaultPrefix()
 	sh, err := inspect(src, prefix)
@@ -100,7 +103,7 @@ func Forward(ctx context.Context, src, dst string, o Options) (res Result, err e
 		return f.res, f.stopped(err)
 	}
 	if len(f.skipped) > 0 {
-		return f.res, fmt.Errorf("%w: %s could not be stored in the native vault (every other key is copied and verified): %s",
+		return f.res, fmt.Errorf("%w: %s left out of the native vault (every other key is copied and verified): %s",
 			ErrSkipped, keys(int64(len(f.skipped))), listOf(f.skipped))
 	}
 	return f.res, nil
@@ -115,7 +118,7 @@ type forward struct {
 	mtime   int64
 	tr      tracker
 	res     Result
-	skipped []string // keys the native vault refused (file/directory clashes)
+	skipped []string // keys left out, each with why: file/directory clashes, rewritten during every attempt
 }
 
 // stopped turns a cancellation into ErrInterrupted.
@@ -127,18 +130,42 @@ func (f *forward) stopped(err error) error {
 }
 
 // key brings one key of the source up to date in the destination. The
-// size the scan saw is not used: the value is sized again below.
+// size the scan saw is not used: the value is sized again in once. A key
+// KohakuVault deletes during the run is counted in Result.Vanished; one
+// it rewrites to another length during every attempt is skipped.
 func (f *forward) key(key string, _ int64) error {
 	if err := f.ctx.Err(); err != nil {
 		return err
 	}
 	f.tr.start(key)
+	how, err := retryKey(f.ctx, func() error { return f.once(key) })
+	switch {
+	case how == keyGone:
+		f.res.Vanished++
+		f.tr.done(0)
+	case how == keyChanged:
+		f.skip(changedText(key, err))
+		f.tr.done(0)
+	case err != nil:
+		return err
+	}
+	return nil
+}
+
+// skip leaves a key out, naming it and why in the ErrSkipped error.
+func (f *forward) skip(why string) {
+	f.skipped = append(f.skipped, why)
+	f.res.Skipped++
+}
+
+// once is one attempt at a key: errSourceGone or errSourceChanged when
+// KohakuVault deleted or rewrote it meanwhile, else done.
+func (f *forward) once(key string) error {
 	// Size again, outside the scan's batch: a KohakuVault writer may have
 	// changed the value since.
 	size, err := f.t.Size(key)
 	if errors.Is(err, store.ErrNotFound) {
-		f.tr.done(0)
-		return nil // deleted in the source meanwhile
+		return fmt.Errorf("%w: %w", errSourceGone, err)
 	}
 	if err != nil {
 		return err
@@ -153,13 +180,24 @@ func (f *forward) key(key string, _ int64) error {
 		f.tr.done(size)
 		return nil
 	}
-	sum, err := copyValue(f.ctx, f.t, f.v, key, size, f.tr.bytes)
-	if isKeyClash(err) {
-		f.skipped = append(f.skipped, fmt.Sprintf("%s (%v)", quoteKey(key), err))
+	hook("copy", key)
+	sum, stored, err := copyValue(f.ctx, f.t, f.v, key, size, f.tr.bytes)
+	switch {
+	case isKeyClash(err):
+		f.skip(fmt.Sprintf("%s (%v)", quoteKey(key), err))
 		f.tr.done(size)
 		return nil
-	}
-	if err != nil {
+	case stored && err != nil:
+		// Cancelled once the value was stored: it gets its metadata now,
+		// or the next run would find it unchanged and never set it. The
+		// next run's comparison verifies it.
+		if merr := f.setMeta(key); merr != nil {
+			return merr
+		}
+		return err
+	case errors.Is(err, errSourceGone) || errors.Is(err, errSourceChanged):
+		return err
+	case err != nil:
 		return fmt.Errorf("copy %s: %w", quoteKey(key), err)
 	}
 	if err := verify(f.ctx, f.v, key, sum); err != nil {

@@ -14,7 +14,15 @@
 // stops between keys when its context is cancelled; a value being written
 // then is rolled back (both stores replace a value atomically), so every
 // key holds either its old or its new value, and a later run completes the
-// copy.
+// copy. A value already stored when the cancel comes keeps its metadata
+// too: a later run finds it unchanged and would not set it.
+//
+// Another program may write the source during a run (KohakuVault, or a
+// kvaultfs mount of the vault). A key it deletes after the listing is
+// passed over and counted in Result.Vanished. A key it rewrites while the
+// run compares or copies it is tried again, up to copyAttempts times,
+// then skipped and named in an ErrSkipped error: the other keys are still
+// copied, so a key rewritten all the time cannot stop every run.
 //
 // Only cmd/kvaultfs imports this package; it imports vault and kohaku.
 package migrate
@@ -26,6 +34,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"time"
 
 	"github.com/kohakuvault/kvaultfs/store"
 )
@@ -70,6 +79,11 @@ type Result struct {
 	UnchangedBytes int64
 	Deleted        int64 // keys only in the destination that Delete removed
 	Extra          int64 // keys only in the destination, left alone
+	// Vanished counts source keys another program deleted during the
+	// run, after they were listed: nothing to copy, not an error.
+	Vanished int64
+	// Skipped counts keys left out, each named in the ErrSkipped error.
+	Skipped int64
 }
 
 // Summary is the one-line report of a finished run, as the CLI prints it.
@@ -80,6 +94,12 @@ func (r Result) Summary() string {
 	}
 	if r.Extra > 0 {
 		s += fmt.Sprintf("; %s only in the destination left alone (--delete removes them)", keys(r.Extra))
+	}
+	if r.Vanished > 0 {
+		s += fmt.Sprintf("; %s deleted in the source during the run, not copied", keys(r.Vanished))
+	}
+	if r.Skipped > 0 {
+		s += fmt.Sprintf("; %s skipped", keys(r.Skipped))
 	}
 	return s
 }
@@ -102,8 +122,9 @@ func bytesText(n int64) string {
 // source value the destination cannot hold). Also store.ErrInvalidArgument.
 var ErrRefused = store.Refine(store.ErrInvalidArgument, "refused")
 
-// ErrSkipped: some keys could not be stored in the destination and were
-// left out; the rest was copied. Also store.ErrInvalidArgument.
+// ErrSkipped: some keys were left out, the destination could not hold
+// them or another program kept rewriting them in the source during the
+// run; the rest was copied. Also store.ErrInvalidArgument.
 var ErrSkipped = store.Refine(store.ErrInvalidArgument, "keys skipped")
 
 // ErrMismatch: a value read back from the destination differs from the
@@ -188,7 +209,8 @@ func hashOf(ctx context.Context, g getter, key string, onBytes func(int64)) (dig
 // sameValue reports whether src and dst hold the same bytes under key,
 // streaming both at once into SHA-256 (the caller has compared sizes).
 // A destination value that disappears or changes during the read is
-// "not the same", so it is copied again.
+// "not the same", so it is copied again; a source value that does is
+// errSourceGone or errSourceChanged (sourceErr).
 func sameValue(ctx context.Context, src, dst getter, key string, onBytes func(int64)) (bool, error) {
 	type result struct {
 		d   digest
@@ -203,7 +225,7 @@ func sameValue(ctx context.Context, src, dst getter, key string, onBytes func(in
 	r := <-theirs
 	switch {
 	case serr != nil:
-		return false, fmt.Errorf("read source %s: %w", quoteKey(key), serr)
+		return false, sourceErr(serr)
 	case errors.Is(r.err, store.ErrNotFound) || errors.Is(r.err, store.ErrChanged):
 		return false, nil
 	case r.err != nil:
@@ -217,7 +239,13 @@ func sameValue(ctx context.Context, src, dst getter, key string, onBytes func(in
 // a pipe from its own goroutine while dst.PutReader reads the other end,
 // so no more than the stores' own buffers is in memory. A cancelled
 // context closes the pipe: PutReader then fails and keeps the old value.
-func copyValue(ctx context.Context, src getter, dst putter, key string, size int64, onBytes func(int64)) (digest, error) {
+//
+// stored reports that dst holds the whole value read (PutReader took
+// exactly size bytes and committed). It can be true with the context's
+// error, when the cancel came after the commit: the caller then finishes
+// that key's metadata. A source that no longer holds key, or whose value
+// is not size bytes long any more, is errSourceGone or errSourceChanged.
+func copyValue(ctx context.Context, src getter, dst putter, key string, size int64, onBytes func(int64)) (d digest, stored bool, err error) {
 	pr, pw := io.Pipe()
 	stop := context.AfterFunc(ctx, func() { pr.CloseWithError(ctx.Err()) })
 	defer stop()
@@ -233,21 +261,116 @@ func copyValue(ctx context.Context, src getter, dst putter, key string, size int
 		srcErr <- err
 	}()
 	perr := dst.PutReader(key, pr, size)
+	if perr == nil {
+		hook("stored", key)
+	}
 	pr.CloseWithError(errPutEnded) // unblocks the source if the put stopped early
 	gerr := <-srcErr
+	d = hw.digest()
+	// PutReader succeeds only after reading exactly size bytes and the
+	// end of the pipe, so the source had written all it had.
+	stored = perr == nil && gerr == nil && d.n == size
 	switch {
 	case ctx.Err() != nil:
-		return digest{}, ctx.Err()
+		if !stored {
+			d = digest{}
+		}
+		return d, stored, ctx.Err()
 	case gerr != nil:
-		return digest{}, fmt.Errorf("read source: %w", gerr)
+		return digest{}, false, sourceErr(gerr)
+	// The hash counts every byte the source wrote, including the piece
+	// the pipe refused: more than size bytes means the value grew; fewer,
+	// with the source at its end (the put did not stop it), that it
+	// shrank. Either makes the put fail, with a message about its reader.
+	case d.n > size || (!out.failed && d.n != size):
+		return digest{}, false, fmt.Errorf("%w (%d bytes when sized, %d when read)", errSourceChanged, size, d.n)
 	case perr != nil:
-		return digest{}, perr
+		return digest{}, false, perr
 	}
-	d := hw.digest()
-	if d.n != size {
-		return digest{}, fmt.Errorf("the source value changed size during the copy (%d bytes, then %d); run again", size, d.n)
+	return d, true, nil
+}
+
+// errSourceGone: the source no longer holds a key it listed; another
+// program deleted it during the run.
+var errSourceGone = errors.New("deleted in the source during the run")
+
+// errSourceChanged: another program rewrote a source value while it was
+// being compared or copied (another length, or the native vault's
+// ErrChanged); trying the key again reads its new value.
+var errSourceChanged = errors.New("rewritten in the source during its copy")
+
+// sourceErr classifies an error of reading the source.
+func sourceErr(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("%w: %w", errSourceGone, err)
+	case errors.Is(err, store.ErrChanged):
+		return fmt.Errorf("%w: %w", errSourceChanged, err)
 	}
-	return d, nil
+	return fmt.Errorf("read source: %w", err)
+}
+
+// copyAttempts is how many times a key whose source value another
+// program rewrites during its copy is tried before it is skipped, so that
+// a key rewritten all the time cannot stop every run.
+const copyAttempts = 3
+
+// retryPause is the pause before the second attempt at a key, doubled
+// before each further one: a writer's burst may be over by then. A
+// variable so that tests can shorten it.
+var retryPause = 50 * time.Millisecond
+
+// outcome is how one key of a run ended, apart from an error.
+type outcome int
+
+const (
+	keyDone    outcome = iota // copied, unchanged, or skipped by once itself
+	keyGone                   // deleted in the source meanwhile
+	keyChanged                // rewritten during every attempt
+)
+
+// retryKey runs once, the whole handling of one key, again while the
+// source value changes under it, up to copyAttempts times. It returns
+// keyChanged with the last errSourceChanged (to name in the skip, not to
+// stop the run), and any other error as it is.
+func retryKey(ctx context.Context, once func() error) (outcome, error) {
+	var err error
+	for attempt := range copyAttempts {
+		if attempt > 0 {
+			t := time.NewTimer(retryPause << (attempt - 1))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return keyDone, ctx.Err()
+			case <-t.C:
+			}
+		}
+		err = once()
+		switch {
+		case errors.Is(err, errSourceGone):
+			return keyGone, nil
+		case !errors.Is(err, errSourceChanged):
+			return keyDone, err
+		}
+	}
+	return keyChanged, err
+}
+
+// changedText says why a key rewritten during every attempt was skipped.
+func changedText(key string, err error) string {
+	return fmt.Sprintf("%s (rewritten in the source during each of %d attempts to copy it, last: %v; run again once it is left alone)",
+		quoteKey(key), copyAttempts, err)
+}
+
+// testHook, if set by a test, is called at points of a key's copy where
+// another program's write or a cancel must be placed exactly: "copy"
+// just before a value is copied, "stored" once the destination holds it.
+var testHook func(event, key string)
+
+func hook(event, key string) {
+	if testHook != nil {
+		testHook(event, key)
+	}
 }
 
 // errPutEnded closes a pipe whose reading put has returned.
@@ -308,10 +431,11 @@ func (t *tracker) bytes(n int64) {
 	}
 }
 
-// done finishes the current key of size bytes.
+// done finishes the current key of size bytes (0 for a key passed over;
+// Bytes never goes back below what was reported within the key).
 func (t *tracker) done(size int64) {
 	t.p.Keys++
-	t.p.Bytes = t.base + size
+	t.p.Bytes = t.base + max(size, t.cur)
 	if t.fn != nil {
 		t.fn(t.p)
 	}

@@ -36,6 +36,10 @@ func migrateCommand() *cli.Command {
 			"1,000,000,000 bytes; in a B/C table, values starting with the bytes 89 4B)\n" +
 			"refuse the run before anything is written, naming their keys. Ctrl-C stops\n" +
 			"between keys: every key holds its old or its new value.\n\n" +
+			"Another program may write SRC meanwhile: a key it deletes during the run is\n" +
+			"passed over and counted; a key it rewrites while it is copied is tried\n" +
+			"again, then, after 3 attempts, skipped and named (exit status 1), the rest\n" +
+			"still copied.\n\n" +
 			"A progress line goes to stderr when it is a terminal (not with --quiet);\n" +
 			"the summary goes to stdout.",
 		Flags: []cli.Flag{
