@@ -51,20 +51,27 @@ func (st *openState) wait() error {
 // if it is the first handle for writing: the old value is streamed into
 // the spill unless load is false (a new or truncated file).
 func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
+	st, _, err := f.openData(e, load, -1)
+	return st, err
+}
+
+// openData is openWritable loading at most limit bytes of the old value
+// (all with limit < 0) when it makes the state; made says it did.
+func (f *tableFS) openData(e *entry, load bool, limit int64) (*openState, bool, error) {
 	f.mu.Lock()
 	if st := f.open[e.ino]; st != nil {
 		st.refs++
 		f.mu.Unlock()
 		if err := st.wait(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return st, nil
+		return st, false, nil
 	}
 	key, ok := f.keyLocked(e)
 	if !ok {
 		name := e.name
 		f.mu.Unlock()
-		return nil, noEntry("open", name)
+		return nil, false, noEntry("open", name)
 	}
 	st := &openState{ino: e.ino, ready: make(chan struct{}), token: make(chan struct{}, 1), refs: 1}
 	f.open[e.ino] = st
@@ -73,7 +80,7 @@ func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
 	spill, err := f.newSpill()
 	var n int64
 	for try := 0; err == nil && load; try++ {
-		if n, err = f.t.GetTo(key, spill); err == nil || !notFound(err) || try == 3 {
+		if n, err = f.t.getTo(key, spill, limit); err == nil || !notFound(err) || try == 3 {
 			break
 		}
 		// A rename moved the key after it was read: load from its new key.
@@ -99,12 +106,12 @@ func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
 		if spill != nil {
 			spill.Close()
 		}
-		return nil, st.loadErr
+		return nil, false, st.loadErr
 	}
 	st.spill, st.size, st.loaded = spill, n, true
 	close(st.ready)
 	f.mu.Unlock()
-	return st, nil
+	return st, true, nil
 }
 
 // release ends one use of an open state; the last one drops it and its

@@ -1,0 +1,131 @@
+package kohaku
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kohakuvault/kvaultfs/store"
+)
+
+// Regression tests of the file-system view's races between commits,
+// truncates, renames and unlinks, and of the spill files' life.
+
+// has returns key's value and whether it is in the table.
+func has(t *testing.T, tb *Table, key string) ([]byte, bool) {
+	t.Helper()
+	v, err := tb.Get(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, true
+}
+
+// allKeys lists every key of the table.
+func allKeys(t *testing.T, tb *Table) []string {
+	t.Helper()
+	var out []string
+	if err := tb.Scan("", "", 0, func(k string, _ int64) error { out = append(out, k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// openFDsNamed counts this process's descriptors whose target contains s.
+func openFDsNamed(s string) (int, string) {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	n, last := 0, ""
+	for _, e := range ents {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		if strings.Contains(l, s) {
+			n, last = n+1, l
+		}
+	}
+	return n, last
+}
+
+// truncate(2) by path of a file not open here, racing a rename of its
+// directory, must not bring the old key back: the truncate's write
+// re-checks the file's key under its commit token, as commits do.
+func TestFSTruncateRacesDirRename(t *testing.T) {
+	tb, fsys, _ := fsOn(t, "format-c.db")
+	big := pattern(24<<20, 7)
+	for try := 0; try < 6; try++ {
+		from, to := "r1", "r2"
+		if try%2 == 1 {
+			from, to = "r2", "r1"
+		}
+		if err := tb.Put(from+"/big", big); err != nil {
+			t.Fatal(err)
+		}
+		in := lookupPath(t, fsys, from+"/big")
+		done := make(chan error, 1)
+		go func() {
+			sz := int64(1)
+			_, err := fsys.SetAttr(in.ID, store.SetAttr{Size: &sz})
+			done <- err
+		}()
+		time.Sleep(time.Duration(2+5*try) * time.Millisecond)
+		if err := fsys.RenameEntry(store.RootIno, from, store.RootIno, to, 0); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(time.Minute):
+			t.Fatal("truncate still running a minute after the rename")
+		}
+		if err != nil {
+			t.Fatalf("try %d: truncate: %v", try, err)
+		}
+		if v, ok := has(t, tb, from+"/big"); ok {
+			t.Fatalf("try %d: %s/big (%d bytes) is back after mv %s %s; keys %q", try, from, len(v), from, to, allKeys(t, tb))
+		}
+		v, ok := has(t, tb, to+"/big")
+		if !ok || len(v) != 1 || v[0] != big[0] {
+			t.Fatalf("try %d: %s/big holds %d bytes (present %v), want the truncated 1 byte", try, to, len(v), ok)
+		}
+		if err := tb.Delete(to + "/big"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A truncate of a file not open here keeps its first bytes and reads
+// only those (Table.getTo with a limit).
+func TestFSTruncateKeepsPrefix(t *testing.T) {
+	tb, fsys, _ := fsOn(t, "format-c.db")
+	v := pattern(3<<20, 3)
+	if err := tb.Put("p/v", v); err != nil {
+		t.Fatal(err)
+	}
+	in := lookupPath(t, fsys, "p/v")
+	for _, size := range []int64{2 << 20, 5, 0} {
+		if _, err := fsys.SetAttr(in.ID, store.SetAttr{Size: &size}); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := has(t, tb, "p/v")
+		if !ok {
+			t.Fatal("p/v gone after truncate")
+		}
+		mustEqual(t, "truncated value", got, v[:size])
+	}
+	if err := tb.Put("p/w", v); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{0, 10, 1<<20 + 1, 5 << 20} {
+		var sink countWriter
+		n, err := tb.getTo("p/w", &sink, limit)
+		if want := min(limit, int64(len(v))); err != nil || n != want || sink.n != want {
+			t.Fatalf("getTo with limit %d wrote %d (counted %d), %v; want %d", limit, n, sink.n, err, want)
+		}
+	}
+	if _, err := tb.getTo("p/none", &countWriter{}, 0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("getTo of a missing key with limit 0: %v, want ErrNotFound", err)
+	}
+}
