@@ -177,7 +177,7 @@ func (f *tableFS) commit(st *openState) error {
 		<-op.done
 	}
 	defer func() { <-st.token }()
-	if err := f.t.PutReader(key, io.NewSectionReader(spill, 0, size), size); err != nil {
+	if err := f.t.PutReader(key, &fileSection{f: spill, size: size}, size); err != nil {
 		return err
 	}
 	f.mu.Lock()

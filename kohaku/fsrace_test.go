@@ -129,3 +129,73 @@ func TestFSTruncateKeepsPrefix(t *testing.T) {
 		t.Fatalf("getTo of a missing key with limit 0: %v, want ErrNotFound", err)
 	}
 }
+
+// A commit of a value over 1 MiB reads the spill directly: PutReader
+// copies no second spool of it.
+func TestFSCommitReadsSpillDirectly(t *testing.T) {
+	_, fsys, _ := fsOn(t, "format-c.db")
+	root := lookupPath(t, fsys, "")
+	h, _, err := fsys.CreateFile(root.ID, "big.bin", 0o644, 0, 0, os.O_WRONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := pattern(1<<20, 1)
+	for i := 0; i < 64; i++ {
+		if _, err := h.WriteAt(buf, int64(i)<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	seen := make(chan string, 1)
+	go func() {
+		defer close(seen)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n, l := openFDsNamed(".kvaultfs-spool-"); n > 0 {
+				seen <- l
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	if l, ok := <-seen; ok {
+		t.Errorf("committing a 64 MiB spill opened a second copy: %s", l)
+	}
+}
+
+// PutReader takes a fileSection as it takes a regular file (no spool),
+// and refuses one over a file shorter than the size announced.
+func TestFSFileSectionPutReader(t *testing.T) {
+	tb := openTable(t, FormatBC)
+	spill, err := os.CreateTemp(t.TempDir(), "section")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spill.Close()
+	v := pattern(3<<20, 9)
+	if _, err := spill.Write(v); err != nil {
+		t.Fatal(err)
+	}
+	if !direct(&fileSection{f: spill, size: 1}) {
+		t.Fatal("direct does not accept a fileSection of a regular file")
+	}
+	if err := tb.PutReader("s", &fileSection{f: spill, size: 2 << 20}, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := has(t, tb, "s")
+	mustEqual(t, "value from a section", got, v[:2<<20])
+	err = tb.PutReader("s", &fileSection{f: spill, size: 4 << 20}, 4<<20)
+	if !errors.Is(err, store.ErrInvalidArgument) {
+		t.Fatalf("a section past the file's end: %v, want ErrInvalidArgument", err)
+	}
+	got, _ = has(t, tb, "s")
+	mustEqual(t, "value after a refused put", got, v[:2<<20])
+}
