@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,16 @@ type openState struct {
 	// it, so a commit never writes under a key the file has left. Only
 	// they take it; no mutex is held while waiting for it.
 	token chan struct{}
+	// spillMu keeps the spill stable while a commit reads it: changes of
+	// the spill (writes, appends, truncates, allocations) take the write
+	// side around the change and its record (changed), a commit takes
+	// the read side after its token and holds it across its transaction.
+	// It is the one lock held while waiting for SQL, and it only orders
+	// this file's commits with its own changes. Order: token, then
+	// spillMu, then tableFS.mu; nothing waits for it while holding
+	// tableFS.mu, a token or a connection, and what holds its write side
+	// waits for nothing but tableFS.mu and the spill's own I/O.
+	spillMu sync.RWMutex
 
 	// Guarded by tableFS.mu.
 	loaded  bool
@@ -151,16 +162,19 @@ func (f *tableFS) commit(st *openState) error {
 	var spill *os.File
 	for {
 		st.token <- struct{}{}
+		st.spillMu.RLock()
 		f.mu.Lock()
 		e = f.byIno[st.ino]
 		if e == nil || st.deleted || !st.dirty || st.spill == nil {
 			f.mu.Unlock()
+			st.spillMu.RUnlock()
 			<-st.token
 			return nil
 		}
 		var ok bool
 		if key, ok = f.keyLocked(e); !ok {
 			f.mu.Unlock()
+			st.spillMu.RUnlock()
 			<-st.token
 			return nil
 		}
@@ -173,10 +187,15 @@ func (f *tableFS) commit(st *openState) error {
 		// A rename or unlink of this key is under way: let it finish
 		// (it may need this token), then commit where the file is then.
 		f.mu.Unlock()
+		st.spillMu.RUnlock()
 		<-st.token
 		<-op.done
 	}
-	defer func() { <-st.token }()
+	// The spill stays as it is (spillMu) until the value is stored.
+	defer func() {
+		st.spillMu.RUnlock()
+		<-st.token
+	}()
 	if err := f.t.PutReader(key, &fileSection{f: spill, size: size}, size); err != nil {
 		return err
 	}
@@ -392,6 +411,8 @@ func (h *fsFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := checkEnd(h.name(), off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	st.spillMu.Lock()
+	defer st.spillMu.Unlock()
 	n, err := st.spill.WriteAt(p, off)
 	if n > 0 {
 		h.f.changed(st, h.e, off+int64(n), false)
@@ -410,16 +431,19 @@ func (h *fsFile) Append(p []byte) (int, int64, error) {
 	}
 	f := h.f
 	name := h.name()
+	st.spillMu.Lock()
 	f.mu.Lock()
 	off := st.size
 	if err := checkEnd(name, off, int64(len(p))); err != nil {
 		f.mu.Unlock()
+		st.spillMu.Unlock()
 		return 0, off, err
 	}
 	st.size += int64(len(p)) // reserved: a concurrent append goes after
 	f.mu.Unlock()
 	n, err := st.spill.WriteAt(p, off)
 	f.changed(st, h.e, off+int64(n), false)
+	st.spillMu.Unlock()
 	if err != nil {
 		return n, off, store.Wrap("append", h.name(), err)
 	}
@@ -447,6 +471,8 @@ func (st *openState) truncate(f *tableFS, size int64) error {
 	if err := checkEnd(name, size, 0); err != nil {
 		return err
 	}
+	st.spillMu.Lock()
+	defer st.spillMu.Unlock()
 	if err := st.spill.Truncate(size); err != nil {
 		return store.Wrap("truncate", name, err)
 	}
@@ -466,6 +492,8 @@ func (h *fsFile) Grow(size int64) error {
 	if err := checkEnd(h.name(), size, 0); err != nil {
 		return err
 	}
+	st.spillMu.Lock()
+	defer st.spillMu.Unlock()
 	if size <= h.Size() {
 		return nil
 	}
@@ -487,6 +515,8 @@ func (h *fsFile) ZeroRange(off, end int64) error {
 	if err := checkEnd(h.name(), off, max(0, end-off)); err != nil {
 		return err
 	}
+	st.spillMu.Lock()
+	defer st.spillMu.Unlock()
 	end = min(end, h.Size())
 	if off >= end {
 		return nil

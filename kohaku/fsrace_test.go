@@ -199,3 +199,50 @@ func TestFSFileSectionPutReader(t *testing.T) {
 	got, _ = has(t, tb, "s")
 	mustEqual(t, "value after a refused put", got, v[:2<<20])
 }
+
+// While one handle's close(2) commits, another handle of the same file
+// truncates: the commit must not fail (the spill is held stable while it
+// is read).
+func TestFSFlushWhileOtherHandleTruncates(t *testing.T) {
+	tb, fsys, _ := fsOn(t, "format-c.db")
+	root := lookupPath(t, fsys, "")
+	a, in, err := fsys.CreateFile(root.ID, "two.bin", 0o644, 0, 0, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := fsys.OpenInode(in.ID, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := pattern(1<<20, 2)
+	for i := 0; i < 48; i++ {
+		if _, err := a.WriteAt(buf, int64(i)<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			if _, err := a.WriteAt(buf, 47<<20); err != nil {
+				t.Fatal(err)
+			}
+		}
+		done := make(chan error, 1)
+		go func() { done <- a.Flush() }()
+		time.Sleep(time.Duration(5+10*try) * time.Millisecond)
+		if err := b.Truncate(int64(try)); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("try %d: flush of handle a failed because handle b truncated meanwhile: %v", try, err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := has(t, tb, "two.bin"); len(v) != 2 {
+		t.Errorf("two.bin holds %d bytes after the last truncate to 2", len(v))
+	}
+}
