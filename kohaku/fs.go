@@ -148,10 +148,17 @@ func (f *tableFS) Close() error {
 		if err := f.commit(st); err != nil {
 			errs = append(errs, err)
 		}
+		// spillMu: no handle still open is writing the spill while it
+		// goes (writes after this find no spill and fail).
+		st.spillMu.Lock()
 		f.mu.Lock()
 		st.refs = 0
-		f.dropLocked(st)
+		spill := f.dropLocked(st)
 		f.mu.Unlock()
+		st.spillMu.Unlock()
+		if spill != nil {
+			spill.Close() // outside the lock, as release does
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -246,3 +246,27 @@ func TestFSFlushWhileOtherHandleTruncates(t *testing.T) {
 		t.Errorf("two.bin holds %d bytes after the last truncate to 2", len(v))
 	}
 }
+
+// tableFS.Close closes the spill files of the files it drops.
+func TestFSCloseClosesSpills(t *testing.T) {
+	_, fsys, _ := fsOn(t, "format-c.db")
+	root := lookupPath(t, fsys, "")
+	before, _ := openFDsNamed(".kvaultfs-spill-")
+	h, _, err := fsys.CreateFile(root.ID, "leak.bin", 0o644, 0, 0, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte("data"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := openFDsNamed(".kvaultfs-spill-"); n != before+1 {
+		t.Fatalf("%d spill files open with one file open for writing, want %d", n, before+1)
+	}
+	if err := fsys.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	if n, l := openFDsNamed(".kvaultfs-spill-"); n != before {
+		t.Errorf("%d spill file(s) still open after the view's Close (%s)", n-before, l)
+	}
+}
