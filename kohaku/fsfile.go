@@ -22,9 +22,13 @@ import (
 // PutReader transaction when it changed: a value is rewritten whole at
 // each commit, and between processes the last commit wins.
 
-// openState is the data of a file open for writing.
+// openState is the data of a file open for writing. It belongs to a key
+// (tableFS.byKey), not to an inode: a key may have two inodes at once (its
+// path and its /.kvault/keys entry), and both share one state, so renames
+// and unlinks find every open file of the keys they change, whatever
+// inode opened it.
 type openState struct {
-	ino     int64
+	ino     int64         // the inode that made it (names in messages)
 	ready   chan struct{} // closed once the spill is loaded or failed to
 	loadErr error
 	spill   *os.File
@@ -44,6 +48,8 @@ type openState struct {
 	spillMu sync.RWMutex
 
 	// Guarded by tableFS.mu.
+	key     string             // where commits write; renames move it
+	inos    map[int64]struct{} // the inodes sharing it (tableFS.open)
 	loaded  bool
 	refs    int   // handles open for writing, and operations in progress
 	size    int64 // the value's length in the spill
@@ -70,22 +76,30 @@ func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
 // (all with limit < 0) when it makes the state; made says it did.
 func (f *tableFS) openData(e *entry, load bool, limit int64) (*openState, bool, error) {
 	f.mu.Lock()
-	if st := f.open[e.ino]; st != nil {
+	st := f.open[e.ino]
+	key, ok := f.keyLocked(e)
+	if st == nil && ok {
+		// The key's state if another inode of it has it open.
+		st = f.byKey[key]
+	}
+	if st != nil {
 		st.refs++
+		st.inos[e.ino] = struct{}{}
+		f.open[e.ino] = st
 		f.mu.Unlock()
 		if err := st.wait(); err != nil {
 			return nil, false, err
 		}
 		return st, false, nil
 	}
-	key, ok := f.keyLocked(e)
 	if !ok {
 		name := e.name
 		f.mu.Unlock()
 		return nil, false, noEntry("open", name)
 	}
-	st := &openState{ino: e.ino, ready: make(chan struct{}), token: make(chan struct{}, 1), refs: 1}
+	st = &openState{ino: e.ino, key: key, inos: map[int64]struct{}{e.ino: {}}, ready: make(chan struct{}), token: make(chan struct{}, 1), refs: 1}
 	f.open[e.ino] = st
+	f.byKey[key] = st
 	f.mu.Unlock()
 
 	spill, err := f.newSpill()
@@ -96,9 +110,9 @@ func (f *tableFS) openData(e *entry, load bool, limit int64) (*openState, bool, 
 		}
 		// A rename moved the key after it was read: load from its new key.
 		f.mu.Lock()
-		now, ok := f.keyLocked(e)
+		now, deleted := st.key, st.deleted
 		f.mu.Unlock()
-		if !ok || now == key {
+		if deleted || now == key {
 			break
 		}
 		key = now
@@ -109,9 +123,7 @@ func (f *tableFS) openData(e *entry, load bool, limit int64) (*openState, bool, 
 	f.mu.Lock()
 	if err != nil {
 		st.loadErr = store.Wrap("open", key, err)
-		if f.open[e.ino] == st {
-			delete(f.open, e.ino)
-		}
+		f.forgetLocked(st)
 		close(st.ready)
 		f.mu.Unlock()
 		if spill != nil {
@@ -142,21 +154,82 @@ func (f *tableFS) release(st *openState) {
 
 // dropLocked forgets an open state and returns its spill to close.
 func (f *tableFS) dropLocked(st *openState) *os.File {
-	if f.open[st.ino] == st {
-		delete(f.open, st.ino)
-	}
+	f.forgetLocked(st)
 	spill := st.spill
 	st.spill = nil
 	return spill
 }
 
+// forgetLocked takes an open state out of the maps (by inode and by key).
+func (f *tableFS) forgetLocked(st *openState) {
+	for ino := range st.inos {
+		if f.open[ino] == st {
+			delete(f.open, ino)
+		}
+	}
+	if f.byKey[st.key] == st {
+		delete(f.byKey, st.key)
+	}
+}
+
+// unkeyLocked marks an open state whose key was removed or replaced
+// (here, or by a create after another process removed it): it is never
+// committed again, and a new open of the key gets a state of its own.
+func (f *tableFS) unkeyLocked(st *openState) {
+	st.deleted = true
+	if f.byKey[st.key] == st {
+		delete(f.byKey, st.key)
+	}
+}
+
+// rekeyLocked moves an open state to the key a rename gave its file; an
+// entry of it under /.kvault/keys takes the new key's name there.
+func (f *tableFS) rekeyLocked(st *openState, key string) {
+	if f.byKey[st.key] == st {
+		delete(f.byKey, st.key)
+	}
+	if o := f.byKey[key]; o != nil && o != st {
+		o.deleted = true // replaced by the rename
+	}
+	f.byKey[key] = st
+	st.key = key
+	for ino := range st.inos {
+		e := f.byIno[ino]
+		if e == nil || !e.binary || e.parent == 0 {
+			continue
+		}
+		if k := (childKey{keysIno, e.name}); f.kids[k] == e {
+			delete(f.kids, k)
+		}
+		e.key, e.name = key, store.BinaryName(key)
+		if k := (childKey{keysIno, e.name}); f.kids[k] == nil {
+			f.kids[k] = e
+		} else {
+			f.detachLocked(e) // the new name is taken: the other entry serves it
+		}
+	}
+}
+
+// attachedLocked reports whether an entry of an open state is still in
+// the tree (one removed or replaced by another process's change is not).
+func (f *tableFS) attachedLocked(st *openState) bool {
+	for ino := range st.inos {
+		if e := f.byIno[ino]; e != nil {
+			if _, ok := f.keyLocked(e); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // commit writes the spill as the file's value, in one transaction, if it
-// changed since the last commit and the file still has its key.
+// changed since the last commit and the file still has its key: the key
+// of its open state, which renames move and unlinks remove.
 func (f *tableFS) commit(st *openState) error {
 	if err := st.wait(); err != nil {
 		return err
 	}
-	var e *entry
 	var key string
 	var size, seq int64
 	var spill *os.File
@@ -164,20 +237,13 @@ func (f *tableFS) commit(st *openState) error {
 		st.token <- struct{}{}
 		st.spillMu.RLock()
 		f.mu.Lock()
-		e = f.byIno[st.ino]
-		if e == nil || st.deleted || !st.dirty || st.spill == nil {
+		if st.deleted || !st.dirty || st.spill == nil || !f.attachedLocked(st) {
 			f.mu.Unlock()
 			st.spillMu.RUnlock()
 			<-st.token
 			return nil
 		}
-		var ok bool
-		if key, ok = f.keyLocked(e); !ok {
-			f.mu.Unlock()
-			st.spillMu.RUnlock()
-			<-st.token
-			return nil
-		}
+		key = st.key
 		op := f.keyOpLocked(key)
 		if op == nil {
 			size, seq, spill = st.size, st.seq, st.spill
@@ -203,7 +269,12 @@ func (f *tableFS) commit(st *openState) error {
 	if st.seq == seq {
 		st.dirty = false
 	}
-	e.gen = f.counter.Add(1)
+	gen := f.counter.Add(1)
+	for ino := range st.inos {
+		if e := f.byIno[ino]; e != nil {
+			e.gen = gen
+		}
+	}
 	f.mu.Unlock()
 	return nil
 }
@@ -324,6 +395,9 @@ func (f *tableFS) CreateFile(parent int64, name string, mode, uid, gid uint32, f
 	f.mu.Lock()
 	if old != nil && (old.dir || f.open[old.ino] != nil) {
 		f.detachLocked(old) // a new file, not the one still open here
+	}
+	if st := f.byKey[p]; st != nil {
+		f.unkeyLocked(st) // another process removed its key: that file is gone
 	}
 	e := f.bindLocked(parent, name, false, "")
 	e.setMode, e.mode = true, mode&0o7777

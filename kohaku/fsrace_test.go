@@ -270,3 +270,85 @@ func TestFSCloseClosesSpills(t *testing.T) {
 		t.Errorf("%d spill file(s) still open after the view's Close (%s)", n-before, l)
 	}
 }
+
+// A file open through /.kvault/keys writes under the key its directory's
+// rename gave it, never under the old one.
+func TestFSKeysEntryFollowsDirRename(t *testing.T) {
+	tb, fsys, _ := fsOn(t, "format-c.db")
+	for k, v := range map[string]string{"d/a": "file", "d/a/b": "old"} {
+		if err := tb.Put(k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := lookupPath(t, fsys, ".kvault/keys/"+store.BinaryName("d/a/b"))
+	h, err := fsys.OpenInode(in.ID, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte("new"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.RenameEntry(store.RootIno, "d", store.RootIno, "e", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := has(t, tb, "d/a/b"); ok {
+		t.Errorf("d/a/b came back after mv d e, holding %q; keys %q", v, allKeys(t, tb))
+	}
+	if v, _ := has(t, tb, "e/a/b"); string(v) != "new" {
+		t.Errorf("e/a/b holds %q, want the handle's write %q", v, "new")
+	}
+	if v, _ := has(t, tb, "e/a"); string(v) != "file" {
+		t.Errorf("e/a holds %q, want %q", v, "file")
+	}
+}
+
+// One key, two inodes (its /.kvault/keys entry and, once the file that
+// shadowed it is removed, its path): rm through the path ends the file
+// open through the other inode too.
+func TestFSKeysEntryAfterUnlinkOfPath(t *testing.T) {
+	tb, fsys, _ := fsOn(t, "format-c.db")
+	for k, v := range map[string]string{"s": "file", "s/b": "old"} {
+		if err := tb.Put(k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := lookupPath(t, fsys, ".kvault/keys/"+store.BinaryName("s/b"))
+	h, err := fsys.OpenInode(in.ID, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WriteAt([]byte("new"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.Unlink(store.RootIno, "s"); err != nil {
+		t.Fatal(err)
+	}
+	dir := lookupPath(t, fsys, "s")
+	if _, err := fsys.Lookup(dir.ID, "b"); err != nil {
+		t.Fatal(err)
+	}
+	// The path's inode shares the open file's data.
+	h2, err := fsys.OpenInode(lookupPath(t, fsys, "s/b").ID, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	if n, _ := h2.ReadAt(buf, 0); string(buf[:n]) != "new" {
+		t.Errorf("s/b opened by its path reads %q, want the other inode's write %q", buf[:n], "new")
+	}
+	if err := h2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.Unlink(dir.ID, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := has(t, tb, "s/b"); ok {
+		t.Errorf("rm s/b succeeded, yet s/b holds %q after the other handle closed", v)
+	}
+}

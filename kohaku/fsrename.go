@@ -59,21 +59,24 @@ func (f *tableFS) keyOpLocked(key string) *keyOp {
 	return nil
 }
 
-// lockStates takes the commit tokens of the open states of the given
-// inodes (in inode order, so two renames never wait for each other) and
-// returns a function that gives them back. It waits for commits in
-// progress; it holds no mutex while waiting.
-func (f *tableFS) lockStates(inos ...int64) func() {
-	slices.Sort(inos)
-	inos = slices.Compact(inos)
-	var held []*openState
-	for _, ino := range inos {
-		f.mu.Lock()
-		st := f.open[ino]
-		f.mu.Unlock()
-		if st == nil {
-			continue
+// lockStates takes the commit tokens of the open states of every key op
+// covers, whichever inode opened them (a path, or an entry under
+// /.kvault/keys), in key order, so two operations never wait for each
+// other, and returns a function that gives them back. It waits for
+// commits in progress; it holds no mutex while waiting. A state opened
+// after it looked is no matter: its commit sees op and waits for it.
+func (f *tableFS) lockStates(op *keyOp) func() {
+	f.mu.Lock()
+	var states []*openState
+	for key, st := range f.byKey {
+		if op.covers(key) {
+			states = append(states, st)
 		}
+	}
+	f.mu.Unlock()
+	slices.SortFunc(states, func(a, b *openState) int { return strings.Compare(a.key, b.key) })
+	var held []*openState
+	for _, st := range states {
 		st.token <- struct{}{}
 		held = append(held, st)
 	}
@@ -130,21 +133,28 @@ func (f *tableFS) Unlink(parent int64, name string) error {
 	}
 	op := f.beginKeyOp(false, key)
 	defer f.endKeyOp(op)
-	if e != nil {
-		unlock := f.lockStates(e.ino)
-		defer unlock()
-	}
+	unlock := f.lockStates(op)
+	defer unlock()
 	if err := f.t.Delete(key); err != nil {
 		return err
 	}
-	if e != nil {
-		f.mu.Lock()
-		if st := f.open[e.ino]; st != nil {
-			st.deleted = true
+	// Committed: every open file of the key (through its path or
+	// /.kvault/keys) is gone, and so are its entries.
+	now := time.Now().UnixNano()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st := f.byKey[key]; st != nil {
+		f.unkeyLocked(st)
+		for ino := range st.inos {
+			if o := f.byIno[ino]; o != nil {
+				o.ctime = now
+				f.detachLocked(o)
+			}
 		}
-		e.ctime = time.Now().UnixNano()
+	}
+	if e != nil {
+		e.ctime = now
 		f.detachLocked(e)
-		f.mu.Unlock()
 	}
 	return nil
 }
@@ -238,11 +248,7 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 		}
 		op := f.beginKeyOp(false, srcKey, dst)
 		defer f.endKeyOp(op)
-		inos := []int64{src.ino}
-		if dstE != nil {
-			inos = append(inos, dstE.ino)
-		}
-		unlock := f.lockStates(inos...)
+		unlock := f.lockStates(op)
 		defer unlock()
 		if err := f.t.Rename(srcKey, dst, replace); err != nil {
 			return err
@@ -264,7 +270,7 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 		}
 		op := f.beginKeyOp(true, srcKey, dst)
 		defer f.endKeyOp(op)
-		unlock := f.lockStates(f.openUnder(src)...)
+		unlock := f.lockStates(op)
 		defer unlock()
 		if err := f.movePrefix(srcKey, dst); err != nil {
 			return err
@@ -277,9 +283,6 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if dstE != nil && dstE != src {
-		if st := f.open[dstE.ino]; st != nil {
-			st.deleted = true
-		}
 		f.detachLocked(dstE)
 	}
 	_, made := f.made[src]
@@ -291,6 +294,25 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 	f.kids[childKey{newParent, newName}] = src
 	if made {
 		f.made[src] = struct{}{}
+	}
+	// The open files move with their keys (a file replaced at dst is
+	// marked deleted by rekeyLocked).
+	if !srcDir {
+		if st := f.byKey[srcKey]; st != nil {
+			f.rekeyLocked(st, dst)
+		} else if st := f.byKey[dst]; st != nil {
+			f.unkeyLocked(st)
+		}
+		return nil
+	}
+	var moved []*openState
+	for key, st := range f.byKey {
+		if strings.HasPrefix(key, srcKey+"/") {
+			moved = append(moved, st)
+		}
+	}
+	for _, st := range moved {
+		f.rekeyLocked(st, dst+st.key[len(srcKey):])
 	}
 	return nil
 }
@@ -314,25 +336,6 @@ func (f *tableFS) checkEmpty(op, p string, e *entry) error {
 		}
 	}
 	return nil
-}
-
-// openUnder returns the inodes of the files open for writing under
-// directory entry d.
-func (f *tableFS) openUnder(d *entry) []int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var inos []int64
-	for ino := range f.open {
-		e := f.byIno[ino]
-		for n := 0; e != nil && e.parent != 0 && n < 4096; n++ {
-			if e.parent == d.ino {
-				inos = append(inos, ino)
-				break
-			}
-			e = f.byIno[e.parent]
-		}
-	}
-	return inos
 }
 
 // movePrefix renames every key under directory from to the same place
