@@ -352,3 +352,44 @@ func TestFSKeysEntryAfterUnlinkOfPath(t *testing.T) {
 		t.Errorf("rm s/b succeeded, yet s/b holds %q after the other handle closed", v)
 	}
 }
+
+// A directory rename moves the keys under it that are no path (hd//x);
+// one that exists under the target fails the rename with ErrNotEmpty
+// (ENOTEMPTY), not the key column's UNIQUE constraint (EIO), and changes
+// nothing. Without a collision they move with the rest.
+func TestFSDirRenameHiddenKeyCollision(t *testing.T) {
+	tb, fsys, _ := fsOn(t, "format-c.db")
+	for _, k := range []string{"hd/f", "hd//x", "he//x"} {
+		if err := tb.Put(k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookupPath(t, fsys, "hd")
+	if _, err := lookupPathErr(fsys, "he"); err == nil {
+		t.Fatal("he is shown as a directory")
+	}
+	before := allKeys(t, tb)
+	err := fsys.RenameEntry(store.RootIno, "hd", store.RootIno, "he", 0)
+	if !errors.Is(err, store.ErrNotEmpty) {
+		t.Fatalf("mv hd he with he//x present: %v, want ErrNotEmpty", err)
+	}
+	if after := allKeys(t, tb); strings.Join(after, "\n") != strings.Join(before, "\n") {
+		t.Fatalf("a refused rename changed the keys: %q -> %q", before, after)
+	}
+	if err := tb.Delete("he//x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.RenameEntry(store.RootIno, "hd", store.RootIno, "he", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"he/f", "he//x"} {
+		if v, ok := has(t, tb, k); !ok || string(v) != "hd"+k[2:] {
+			t.Errorf("%s holds %q (present %v) after mv hd he", k, v, ok)
+		}
+	}
+	for _, k := range []string{"hd/f", "hd//x"} {
+		if _, ok := has(t, tb, k); ok {
+			t.Errorf("%s still there after mv hd he", k)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package kohaku
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -341,8 +342,16 @@ func (f *tableFS) checkEmpty(op, p string, e *entry) error {
 // movePrefix renames every key under directory from to the same place
 // under to, in one write transaction, in batches of keys (the values are
 // not read: only the key column changes; format A keeps id and size).
-// The caller checked that no key lies under to and that to is not inside
-// from, so no renamed key can collide or be renamed twice.
+//
+// Every key starting with from+"/" moves, those shown in the directory
+// and those that are no path and are shown in /.kvault/keys instead
+// ("d//x", "d/../x", "d/a/b" under a file "d/a"): they belong to the
+// prefix KohakuVault's users see. The caller checked that to is not
+// inside from and that no key shown as a path lies under to; a key under
+// to that is no path (to+"//x") may still be there, so each new key is
+// looked up first, and one that exists fails the whole rename with
+// store.ErrNotEmpty (ENOTEMPTY) and changes nothing, rather than with
+// the key column's UNIQUE constraint.
 func (f *tableFS) movePrefix(from, to string) error {
 	if err := f.t.check(true); err != nil {
 		return store.Wrap("rename", from, err)
@@ -372,6 +381,15 @@ func (f *tableFS) movePrefix(from, to string) error {
 			}
 			for _, k := range keys {
 				nk := append([]byte(to), k[len(from):]...)
+				var one int
+				err := tx.QueryRowContext(ctx, `SELECT 1 FROM `+f.t.q+` WHERE key = ?1`, nk).Scan(&one)
+				if err == nil {
+					return fmt.Errorf("%w: the key %q already exists (shown in /%s/%s) and %q would move onto it",
+						store.ErrNotEmpty, nk, store.ReservedDir, store.KeysDir, k)
+				}
+				if !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
 				if _, err := tx.ExecContext(ctx, `UPDATE `+f.t.q+` SET key = ?2 WHERE key = ?1`, k, nk); err != nil {
 					return err
 				}
