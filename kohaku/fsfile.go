@@ -516,7 +516,17 @@ func (h *fsFile) Append(p []byte) (int, int64, error) {
 	st.size += int64(len(p)) // reserved: a concurrent append goes after
 	f.mu.Unlock()
 	n, err := st.spill.WriteAt(p, off)
-	f.changed(st, h.e, off+int64(n), false)
+	if err != nil {
+		// Give back what was not written (a full disk): the size must
+		// not cover bytes never written, which a commit would store
+		// as zeros. spillMu is held: no other change moved the size.
+		f.mu.Lock()
+		st.size = off + int64(n)
+		f.mu.Unlock()
+	}
+	if n > 0 || err == nil {
+		f.changed(st, h.e, off+int64(n), false)
+	}
 	st.spillMu.Unlock()
 	if err != nil {
 		return n, off, store.Wrap("append", h.name(), err)

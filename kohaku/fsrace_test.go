@@ -393,3 +393,58 @@ func TestFSDirRenameHiddenKeyCollision(t *testing.T) {
 		}
 	}
 }
+
+// An append whose write fails gives back the room it reserved: the size
+// stays what was written, and a commit stores no zeros.
+func TestFSAppendFailureKeepsSize(t *testing.T) {
+	tb, fsys, _ := fsOn(t, "format-c.db")
+	root := lookupPath(t, fsys, "")
+	h, _, err := fsys.CreateFile(root.ID, "app.log", 0o644, 0, 0, os.O_RDWR|os.O_APPEND)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.Append([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	// The spill's writes fail from now on (as on a full disk): swap in a
+	// descriptor open only for reading, holding the same bytes.
+	st := h.(*fsFile).st
+	ro, err := os.CreateTemp(t.TempDir(), "ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ro.WriteString("abc"); err != nil {
+		t.Fatal(err)
+	}
+	ro.Close()
+	ro, err = os.Open(ro.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.spillMu.Lock()
+	fsys.mu.Lock()
+	good := st.spill
+	st.spill = ro
+	fsys.mu.Unlock()
+	st.spillMu.Unlock()
+	if _, _, err := h.Append([]byte("defgh")); err == nil {
+		t.Fatal("an append to a spill that refuses writes succeeded")
+	}
+	if n := h.Size(); n != 3 {
+		t.Errorf("size %d after a failed append of 5 bytes to 3, want 3", n)
+	}
+	st.spillMu.Lock()
+	fsys.mu.Lock()
+	st.spill = good
+	fsys.mu.Unlock()
+	st.spillMu.Unlock()
+	ro.Close()
+	if _, _, err := h.Append([]byte("de")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := has(t, tb, "app.log")
+	mustEqual(t, "value after a failed append", v, []byte("abcde"))
+}
