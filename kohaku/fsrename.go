@@ -1,6 +1,7 @@
 package kohaku
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -62,7 +63,8 @@ func (f *tableFS) keyOpLocked(key string) *keyOp {
 
 // lockStates takes the commit tokens of the open states of every key op
 // covers, whichever inode opened them (a path, or an entry under
-// /.kvault/keys), in key order, so two operations never wait for each
+// /.kvault/keys), in the order of the inodes that made them (fixed for
+// a state's life, unlike its key), so two operations never wait for each
 // other, and returns a function that gives them back. It waits for
 // commits in progress; it holds no mutex while waiting. A state opened
 // after it looked is no matter: its commit sees op and waits for it.
@@ -75,7 +77,7 @@ func (f *tableFS) lockStates(op *keyOp) func() {
 		}
 	}
 	f.mu.Unlock()
-	slices.SortFunc(states, func(a, b *openState) int { return strings.Compare(a.key, b.key) })
+	slices.SortFunc(states, func(a, b *openState) int { return cmp.Compare(a.ino, b.ino) })
 	var held []*openState
 	for _, st := range states {
 		st.token <- struct{}{}
