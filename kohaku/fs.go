@@ -63,10 +63,11 @@ type tableFS struct {
 	nextIno int64
 	byIno   map[int64]*entry
 	kids    map[childKey]*entry
-	made    map[*entry]struct{} // directories made by mkdir (in memory only)
-	open    map[int64]*openState
-	keyOps  map[*keyOp]struct{} // renames and unlinks under way
-	removed []*entry            // the last maxRemoved entries taken out of the tree
+	made    map[*entry]struct{}   // directories made by mkdir (in memory only)
+	open    map[int64]*openState  // files open for writing, by inode
+	byKey   map[string]*openState // the same states, by the key they commit to
+	keyOps  map[*keyOp]struct{}   // renames and unlinks under way
+	removed []*entry              // the last maxRemoved entries taken out of the tree
 	closed  bool
 }
 
@@ -111,6 +112,7 @@ func (t *Table) FS() store.FS {
 		kids:     map[childKey]*entry{},
 		made:     map[*entry]struct{}{},
 		open:     map[int64]*openState{},
+		byKey:    map[string]*openState{},
 		keyOps:   map[*keyOp]struct{}{},
 	}
 	f.baseTime = time.Now().UnixNano()
@@ -138,8 +140,12 @@ func (t *Table) FS() store.FS {
 func (f *tableFS) Close() error {
 	f.mu.Lock()
 	states := make([]*openState, 0, len(f.open))
+	seen := map[*openState]bool{}
 	for _, st := range f.open {
-		states = append(states, st)
+		if !seen[st] {
+			seen[st] = true
+			states = append(states, st)
+		}
 	}
 	f.closed = true
 	f.mu.Unlock()
@@ -148,10 +154,17 @@ func (f *tableFS) Close() error {
 		if err := f.commit(st); err != nil {
 			errs = append(errs, err)
 		}
+		// spillMu: no handle still open is writing the spill while it
+		// goes (writes after this find no spill and fail).
+		st.spillMu.Lock()
 		f.mu.Lock()
 		st.refs = 0
-		f.dropLocked(st)
+		spill := f.dropLocked(st)
 		f.mu.Unlock()
+		st.spillMu.Unlock()
+		if spill != nil {
+			spill.Close() // outside the lock, as release does
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,9 +22,13 @@ import (
 // PutReader transaction when it changed: a value is rewritten whole at
 // each commit, and between processes the last commit wins.
 
-// openState is the data of a file open for writing.
+// openState is the data of a file open for writing. It belongs to a key
+// (tableFS.byKey), not to an inode: a key may have two inodes at once (its
+// path and its /.kvault/keys entry), and both share one state, so renames
+// and unlinks find every open file of the keys they change, whatever
+// inode opened it.
 type openState struct {
-	ino     int64
+	ino     int64         // the inode that made it (names in messages)
 	ready   chan struct{} // closed once the spill is loaded or failed to
 	loadErr error
 	spill   *os.File
@@ -31,8 +36,20 @@ type openState struct {
 	// it, so a commit never writes under a key the file has left. Only
 	// they take it; no mutex is held while waiting for it.
 	token chan struct{}
+	// spillMu keeps the spill stable while a commit reads it: changes of
+	// the spill (writes, appends, truncates, allocations) take the write
+	// side around the change and its record (changed), a commit takes
+	// the read side after its token and holds it across its transaction.
+	// It is the one lock held while waiting for SQL, and it only orders
+	// this file's commits with its own changes. Order: token, then
+	// spillMu, then tableFS.mu; nothing waits for it while holding
+	// tableFS.mu, a token or a connection, and what holds its write side
+	// waits for nothing but tableFS.mu and the spill's own I/O.
+	spillMu sync.RWMutex
 
 	// Guarded by tableFS.mu.
+	key     string             // where commits write; renames move it
+	inos    map[int64]struct{} // the inodes sharing it (tableFS.open)
 	loaded  bool
 	refs    int   // handles open for writing, and operations in progress
 	size    int64 // the value's length in the spill
@@ -51,36 +68,51 @@ func (st *openState) wait() error {
 // if it is the first handle for writing: the old value is streamed into
 // the spill unless load is false (a new or truncated file).
 func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
+	st, _, err := f.openData(e, load, -1)
+	return st, err
+}
+
+// openData is openWritable loading at most limit bytes of the old value
+// (all with limit < 0) when it makes the state; made says it did.
+func (f *tableFS) openData(e *entry, load bool, limit int64) (*openState, bool, error) {
 	f.mu.Lock()
-	if st := f.open[e.ino]; st != nil {
+	st := f.open[e.ino]
+	key, ok := f.keyLocked(e)
+	if st == nil && ok {
+		// The key's state if another inode of it has it open.
+		st = f.byKey[key]
+	}
+	if st != nil {
 		st.refs++
+		st.inos[e.ino] = struct{}{}
+		f.open[e.ino] = st
 		f.mu.Unlock()
 		if err := st.wait(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return st, nil
+		return st, false, nil
 	}
-	key, ok := f.keyLocked(e)
 	if !ok {
 		name := e.name
 		f.mu.Unlock()
-		return nil, noEntry("open", name)
+		return nil, false, noEntry("open", name)
 	}
-	st := &openState{ino: e.ino, ready: make(chan struct{}), token: make(chan struct{}, 1), refs: 1}
+	st = &openState{ino: e.ino, key: key, inos: map[int64]struct{}{e.ino: {}}, ready: make(chan struct{}), token: make(chan struct{}, 1), refs: 1}
 	f.open[e.ino] = st
+	f.byKey[key] = st
 	f.mu.Unlock()
 
 	spill, err := f.newSpill()
 	var n int64
 	for try := 0; err == nil && load; try++ {
-		if n, err = f.t.GetTo(key, spill); err == nil || !notFound(err) || try == 3 {
+		if n, err = f.t.getTo(key, spill, limit); err == nil || !notFound(err) || try == 3 {
 			break
 		}
 		// A rename moved the key after it was read: load from its new key.
 		f.mu.Lock()
-		now, ok := f.keyLocked(e)
+		now, deleted := st.key, st.deleted
 		f.mu.Unlock()
-		if !ok || now == key {
+		if deleted || now == key {
 			break
 		}
 		key = now
@@ -91,20 +123,18 @@ func (f *tableFS) openWritable(e *entry, load bool) (*openState, error) {
 	f.mu.Lock()
 	if err != nil {
 		st.loadErr = store.Wrap("open", key, err)
-		if f.open[e.ino] == st {
-			delete(f.open, e.ino)
-		}
+		f.forgetLocked(st)
 		close(st.ready)
 		f.mu.Unlock()
 		if spill != nil {
 			spill.Close()
 		}
-		return nil, st.loadErr
+		return nil, false, st.loadErr
 	}
 	st.spill, st.size, st.loaded = spill, n, true
 	close(st.ready)
 	f.mu.Unlock()
-	return st, nil
+	return st, true, nil
 }
 
 // release ends one use of an open state; the last one drops it and its
@@ -124,39 +154,96 @@ func (f *tableFS) release(st *openState) {
 
 // dropLocked forgets an open state and returns its spill to close.
 func (f *tableFS) dropLocked(st *openState) *os.File {
-	if f.open[st.ino] == st {
-		delete(f.open, st.ino)
-	}
+	f.forgetLocked(st)
 	spill := st.spill
 	st.spill = nil
 	return spill
 }
 
+// forgetLocked takes an open state out of the maps (by inode and by key).
+func (f *tableFS) forgetLocked(st *openState) {
+	for ino := range st.inos {
+		if f.open[ino] == st {
+			delete(f.open, ino)
+		}
+	}
+	if f.byKey[st.key] == st {
+		delete(f.byKey, st.key)
+	}
+}
+
+// unkeyLocked marks an open state whose key was removed or replaced
+// (here, or by a create after another process removed it): it is never
+// committed again, and a new open of the key gets a state of its own.
+func (f *tableFS) unkeyLocked(st *openState) {
+	st.deleted = true
+	if f.byKey[st.key] == st {
+		delete(f.byKey, st.key)
+	}
+}
+
+// rekeyLocked moves an open state to the key a rename gave its file; an
+// entry of it under /.kvault/keys takes the new key's name there.
+func (f *tableFS) rekeyLocked(st *openState, key string) {
+	if f.byKey[st.key] == st {
+		delete(f.byKey, st.key)
+	}
+	if o := f.byKey[key]; o != nil && o != st {
+		o.deleted = true // replaced by the rename
+	}
+	f.byKey[key] = st
+	st.key = key
+	for ino := range st.inos {
+		e := f.byIno[ino]
+		if e == nil || !e.binary || e.parent == 0 {
+			continue
+		}
+		if k := (childKey{keysIno, e.name}); f.kids[k] == e {
+			delete(f.kids, k)
+		}
+		e.key, e.name = key, store.BinaryName(key)
+		if k := (childKey{keysIno, e.name}); f.kids[k] == nil {
+			f.kids[k] = e
+		} else {
+			f.detachLocked(e) // the new name is taken: the other entry serves it
+		}
+	}
+}
+
+// attachedLocked reports whether an entry of an open state is still in
+// the tree (one removed or replaced by another process's change is not).
+func (f *tableFS) attachedLocked(st *openState) bool {
+	for ino := range st.inos {
+		if e := f.byIno[ino]; e != nil {
+			if _, ok := f.keyLocked(e); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // commit writes the spill as the file's value, in one transaction, if it
-// changed since the last commit and the file still has its key.
+// changed since the last commit and the file still has its key: the key
+// of its open state, which renames move and unlinks remove.
 func (f *tableFS) commit(st *openState) error {
 	if err := st.wait(); err != nil {
 		return err
 	}
-	var e *entry
 	var key string
 	var size, seq int64
 	var spill *os.File
 	for {
 		st.token <- struct{}{}
+		st.spillMu.RLock()
 		f.mu.Lock()
-		e = f.byIno[st.ino]
-		if e == nil || st.deleted || !st.dirty || st.spill == nil {
+		if st.deleted || !st.dirty || st.spill == nil || !f.attachedLocked(st) {
 			f.mu.Unlock()
+			st.spillMu.RUnlock()
 			<-st.token
 			return nil
 		}
-		var ok bool
-		if key, ok = f.keyLocked(e); !ok {
-			f.mu.Unlock()
-			<-st.token
-			return nil
-		}
+		key = st.key
 		op := f.keyOpLocked(key)
 		if op == nil {
 			size, seq, spill = st.size, st.seq, st.spill
@@ -166,18 +253,28 @@ func (f *tableFS) commit(st *openState) error {
 		// A rename or unlink of this key is under way: let it finish
 		// (it may need this token), then commit where the file is then.
 		f.mu.Unlock()
+		st.spillMu.RUnlock()
 		<-st.token
 		<-op.done
 	}
-	defer func() { <-st.token }()
-	if err := f.t.PutReader(key, io.NewSectionReader(spill, 0, size), size); err != nil {
+	// The spill stays as it is (spillMu) until the value is stored.
+	defer func() {
+		st.spillMu.RUnlock()
+		<-st.token
+	}()
+	if err := f.t.PutReader(key, &fileSection{f: spill, size: size}, size); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	if st.seq == seq {
 		st.dirty = false
 	}
-	e.gen = f.counter.Add(1)
+	gen := f.counter.Add(1)
+	for ino := range st.inos {
+		if e := f.byIno[ino]; e != nil {
+			e.gen = gen
+		}
+	}
 	f.mu.Unlock()
 	return nil
 }
@@ -299,6 +396,9 @@ func (f *tableFS) CreateFile(parent int64, name string, mode, uid, gid uint32, f
 	if old != nil && (old.dir || f.open[old.ino] != nil) {
 		f.detachLocked(old) // a new file, not the one still open here
 	}
+	if st := f.byKey[p]; st != nil {
+		f.unkeyLocked(st) // another process removed its key: that file is gone
+	}
 	e := f.bindLocked(parent, name, false, "")
 	e.setMode, e.mode = true, mode&0o7777
 	e.setUID, e.uid, e.setGID, e.gid = true, uid, true, gid
@@ -385,6 +485,8 @@ func (h *fsFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := checkEnd(h.name(), off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	st.spillMu.Lock()
+	defer st.spillMu.Unlock()
 	n, err := st.spill.WriteAt(p, off)
 	if n > 0 {
 		h.f.changed(st, h.e, off+int64(n), false)
@@ -403,16 +505,29 @@ func (h *fsFile) Append(p []byte) (int, int64, error) {
 	}
 	f := h.f
 	name := h.name()
+	st.spillMu.Lock()
 	f.mu.Lock()
 	off := st.size
 	if err := checkEnd(name, off, int64(len(p))); err != nil {
 		f.mu.Unlock()
+		st.spillMu.Unlock()
 		return 0, off, err
 	}
 	st.size += int64(len(p)) // reserved: a concurrent append goes after
 	f.mu.Unlock()
 	n, err := st.spill.WriteAt(p, off)
-	f.changed(st, h.e, off+int64(n), false)
+	if err != nil {
+		// Give back what was not written (a full disk): the size must
+		// not cover bytes never written, which a commit would store
+		// as zeros. spillMu is held: no other change moved the size.
+		f.mu.Lock()
+		st.size = off + int64(n)
+		f.mu.Unlock()
+	}
+	if n > 0 || err == nil {
+		f.changed(st, h.e, off+int64(n), false)
+	}
+	st.spillMu.Unlock()
 	if err != nil {
 		return n, off, store.Wrap("append", h.name(), err)
 	}
@@ -440,6 +555,8 @@ func (st *openState) truncate(f *tableFS, size int64) error {
 	if err := checkEnd(name, size, 0); err != nil {
 		return err
 	}
+	st.spillMu.Lock()
+	defer st.spillMu.Unlock()
 	if err := st.spill.Truncate(size); err != nil {
 		return store.Wrap("truncate", name, err)
 	}
@@ -459,6 +576,8 @@ func (h *fsFile) Grow(size int64) error {
 	if err := checkEnd(h.name(), size, 0); err != nil {
 		return err
 	}
+	st.spillMu.Lock()
+	defer st.spillMu.Unlock()
 	if size <= h.Size() {
 		return nil
 	}
@@ -480,6 +599,8 @@ func (h *fsFile) ZeroRange(off, end int64) error {
 	if err := checkEnd(h.name(), off, max(0, end-off)); err != nil {
 		return err
 	}
+	st.spillMu.Lock()
+	defer st.spillMu.Unlock()
 	end = min(end, h.Size())
 	if off >= end {
 		return nil

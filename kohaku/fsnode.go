@@ -3,7 +3,6 @@ package kohaku
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -442,9 +441,13 @@ func (f *tableFS) SetAttr(ino int64, a store.SetAttr) (store.Inode, error) {
 	return f.GetInode(ino)
 }
 
-// resize sets the size of a file: through its open data if it is open
-// for writing here (committed with it), else by rewriting the value now,
-// in one transaction, from a spill copy of the part that stays.
+// resize sets the size of a file. A file open for writing here gets its
+// data truncated (committed with it). Any other file is opened for the
+// time of the truncate as a handle would be, loading only the bytes that
+// stay, and committed at once: the write so goes through commit, which
+// takes the file's token and re-reads its key, so a rename or unlink of
+// the file or of a directory above it that ran meanwhile is honoured (the
+// value is written under the key the file has then, or not at all).
 func (f *tableFS) resize(e *entry, size int64) error {
 	if size < 0 {
 		return &store.Error{Op: "truncate", Key: f.nameOf(e), Err: fmt.Errorf("%w: negative size %d", store.ErrInvalidArgument, size)}
@@ -452,56 +455,18 @@ func (f *tableFS) resize(e *entry, size int64) error {
 	if err := checkSize(f.nameOf(e), size); err != nil {
 		return &store.Error{Op: "truncate", Key: f.nameOf(e), Err: err}
 	}
-	f.mu.Lock()
-	st := f.open[e.ino]
-	if st != nil {
-		st.refs++ // pinned: the data stays while it is changed
-	}
-	key, ok := f.keyLocked(e)
-	f.mu.Unlock()
-	if st != nil {
-		defer f.release(st)
-		if err := st.wait(); err != nil {
-			return err
-		}
-		return st.truncate(f, size)
-	}
-	if !ok {
-		return noEntry("truncate", f.nameOf(e))
-	}
-	if size == 0 {
-		if _, err := f.t.Size(key); err != nil {
-			return err
-		}
-		if err := f.t.Put(key, []byte{}); err != nil {
-			return err
-		}
-		f.wrote(e)
-		return nil
-	}
-	tmp, err := f.newSpill()
+	st, made, err := f.openData(e, true, size)
 	if err != nil {
-		return store.Wrap("truncate", key, err)
-	}
-	defer tmp.Close()
-	if _, err := f.t.GetTo(key, &limitedWriter{w: tmp, n: size}); err != nil {
 		return err
 	}
-	if err := tmp.Truncate(size); err != nil {
-		return store.Wrap("truncate", key, err)
-	}
-	if err := f.t.PutReader(key, io.NewSectionReader(tmp, 0, size), size); err != nil {
+	defer f.release(st)
+	if err := st.truncate(f, size); err != nil {
 		return err
 	}
-	f.wrote(e)
-	return nil
-}
-
-// wrote records a commit of e's value by this view: a new generation.
-func (f *tableFS) wrote(e *entry) {
-	f.mu.Lock()
-	e.gen = f.counter.Add(1)
-	f.mu.Unlock()
+	if !made {
+		return nil // committed with the handles that have it open
+	}
+	return f.commit(st)
 }
 
 // newSpill makes an unlinked temporary file beside the database (the disk
@@ -513,26 +478,4 @@ func (f *tableFS) newSpill() (*os.File, error) {
 	}
 	os.Remove(tmp.Name())
 	return tmp, nil
-}
-
-// limitedWriter writes the first n bytes it gets and drops the rest.
-type limitedWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n <= 0 {
-		return len(p), nil
-	}
-	q := p
-	if int64(len(q)) > l.n {
-		q = q[:l.n]
-	}
-	n, err := l.w.Write(q)
-	l.n -= int64(n)
-	if err != nil {
-		return n, err
-	}
-	return len(p), nil
 }

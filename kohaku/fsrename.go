@@ -1,8 +1,10 @@
 package kohaku
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -59,21 +61,25 @@ func (f *tableFS) keyOpLocked(key string) *keyOp {
 	return nil
 }
 
-// lockStates takes the commit tokens of the open states of the given
-// inodes (in inode order, so two renames never wait for each other) and
-// returns a function that gives them back. It waits for commits in
-// progress; it holds no mutex while waiting.
-func (f *tableFS) lockStates(inos ...int64) func() {
-	slices.Sort(inos)
-	inos = slices.Compact(inos)
-	var held []*openState
-	for _, ino := range inos {
-		f.mu.Lock()
-		st := f.open[ino]
-		f.mu.Unlock()
-		if st == nil {
-			continue
+// lockStates takes the commit tokens of the open states of every key op
+// covers, whichever inode opened them (a path, or an entry under
+// /.kvault/keys), in the order of the inodes that made them (fixed for
+// a state's life, unlike its key), so two operations never wait for each
+// other, and returns a function that gives them back. It waits for
+// commits in progress; it holds no mutex while waiting. A state opened
+// after it looked is no matter: its commit sees op and waits for it.
+func (f *tableFS) lockStates(op *keyOp) func() {
+	f.mu.Lock()
+	var states []*openState
+	for key, st := range f.byKey {
+		if op.covers(key) {
+			states = append(states, st)
 		}
+	}
+	f.mu.Unlock()
+	slices.SortFunc(states, func(a, b *openState) int { return cmp.Compare(a.ino, b.ino) })
+	var held []*openState
+	for _, st := range states {
 		st.token <- struct{}{}
 		held = append(held, st)
 	}
@@ -130,21 +136,28 @@ func (f *tableFS) Unlink(parent int64, name string) error {
 	}
 	op := f.beginKeyOp(false, key)
 	defer f.endKeyOp(op)
-	if e != nil {
-		unlock := f.lockStates(e.ino)
-		defer unlock()
-	}
+	unlock := f.lockStates(op)
+	defer unlock()
 	if err := f.t.Delete(key); err != nil {
 		return err
 	}
-	if e != nil {
-		f.mu.Lock()
-		if st := f.open[e.ino]; st != nil {
-			st.deleted = true
+	// Committed: every open file of the key (through its path or
+	// /.kvault/keys) is gone, and so are its entries.
+	now := time.Now().UnixNano()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st := f.byKey[key]; st != nil {
+		f.unkeyLocked(st)
+		for ino := range st.inos {
+			if o := f.byIno[ino]; o != nil {
+				o.ctime = now
+				f.detachLocked(o)
+			}
 		}
-		e.ctime = time.Now().UnixNano()
+	}
+	if e != nil {
+		e.ctime = now
 		f.detachLocked(e)
-		f.mu.Unlock()
 	}
 	return nil
 }
@@ -238,11 +251,7 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 		}
 		op := f.beginKeyOp(false, srcKey, dst)
 		defer f.endKeyOp(op)
-		inos := []int64{src.ino}
-		if dstE != nil {
-			inos = append(inos, dstE.ino)
-		}
-		unlock := f.lockStates(inos...)
+		unlock := f.lockStates(op)
 		defer unlock()
 		if err := f.t.Rename(srcKey, dst, replace); err != nil {
 			return err
@@ -264,7 +273,7 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 		}
 		op := f.beginKeyOp(true, srcKey, dst)
 		defer f.endKeyOp(op)
-		unlock := f.lockStates(f.openUnder(src)...)
+		unlock := f.lockStates(op)
 		defer unlock()
 		if err := f.movePrefix(srcKey, dst); err != nil {
 			return err
@@ -277,9 +286,6 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if dstE != nil && dstE != src {
-		if st := f.open[dstE.ino]; st != nil {
-			st.deleted = true
-		}
 		f.detachLocked(dstE)
 	}
 	_, made := f.made[src]
@@ -291,6 +297,25 @@ func (f *tableFS) RenameEntry(parent int64, name string, newParent int64, newNam
 	f.kids[childKey{newParent, newName}] = src
 	if made {
 		f.made[src] = struct{}{}
+	}
+	// The open files move with their keys (a file replaced at dst is
+	// marked deleted by rekeyLocked).
+	if !srcDir {
+		if st := f.byKey[srcKey]; st != nil {
+			f.rekeyLocked(st, dst)
+		} else if st := f.byKey[dst]; st != nil {
+			f.unkeyLocked(st)
+		}
+		return nil
+	}
+	var moved []*openState
+	for key, st := range f.byKey {
+		if strings.HasPrefix(key, srcKey+"/") {
+			moved = append(moved, st)
+		}
+	}
+	for _, st := range moved {
+		f.rekeyLocked(st, dst+st.key[len(srcKey):])
 	}
 	return nil
 }
@@ -316,30 +341,19 @@ func (f *tableFS) checkEmpty(op, p string, e *entry) error {
 	return nil
 }
 
-// openUnder returns the inodes of the files open for writing under
-// directory entry d.
-func (f *tableFS) openUnder(d *entry) []int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var inos []int64
-	for ino := range f.open {
-		e := f.byIno[ino]
-		for n := 0; e != nil && e.parent != 0 && n < 4096; n++ {
-			if e.parent == d.ino {
-				inos = append(inos, ino)
-				break
-			}
-			e = f.byIno[e.parent]
-		}
-	}
-	return inos
-}
-
 // movePrefix renames every key under directory from to the same place
 // under to, in one write transaction, in batches of keys (the values are
 // not read: only the key column changes; format A keeps id and size).
-// The caller checked that no key lies under to and that to is not inside
-// from, so no renamed key can collide or be renamed twice.
+//
+// Every key starting with from+"/" moves, those shown in the directory
+// and those that are no path and are shown in /.kvault/keys instead
+// ("d//x", "d/../x", "d/a/b" under a file "d/a"): they belong to the
+// prefix KohakuVault's users see. The caller checked that to is not
+// inside from and that no key shown as a path lies under to; a key under
+// to that is no path (to+"//x") may still be there, so each new key is
+// looked up first, and one that exists fails the whole rename with
+// store.ErrNotEmpty (ENOTEMPTY) and changes nothing, rather than with
+// the key column's UNIQUE constraint.
 func (f *tableFS) movePrefix(from, to string) error {
 	if err := f.t.check(true); err != nil {
 		return store.Wrap("rename", from, err)
@@ -369,6 +383,15 @@ func (f *tableFS) movePrefix(from, to string) error {
 			}
 			for _, k := range keys {
 				nk := append([]byte(to), k[len(from):]...)
+				var one int
+				err := tx.QueryRowContext(ctx, `SELECT 1 FROM `+f.t.q+` WHERE key = ?1`, nk).Scan(&one)
+				if err == nil {
+					return fmt.Errorf("%w: the key %q already exists (shown in /%s/%s) and %q would move onto it",
+						store.ErrNotEmpty, nk, store.ReservedDir, store.KeysDir, k)
+				}
+				if !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
 				if _, err := tx.ExecContext(ctx, `UPDATE `+f.t.q+` SET key = ?2 WHERE key = ?1`, k, nk); err != nil {
 					return err
 				}

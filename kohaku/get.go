@@ -185,13 +185,19 @@ func (t *Table) ReadAt(key string, p []byte, off int64) (int, error) {
 // PutReader on the same file through a pipe works (PutReader spools a
 // pipe before it takes the write lock, and GetTo has ended by then).
 func (t *Table) GetTo(key string, w io.Writer) (int64, error) {
+	return t.getTo(key, w, -1)
+}
+
+// getTo is GetTo of at most limit bytes of the value (all with limit <
+// 0): a truncate that keeps a prefix reads only that prefix.
+func (t *Table) getTo(key string, w io.Writer, limit int64) (int64, error) {
 	if err := t.check(false); err != nil {
 		return 0, store.Wrap("get to", key, err)
 	}
 	var done int64
 	err := t.view(func(ctx context.Context, c *sql.Conn, tx *sql.Tx) error {
 		rowid, size, err := t.locate(ctx, tx, key)
-		if err != nil || size == 0 {
+		if err != nil || size == 0 || limit == 0 {
 			return err
 		}
 		return sqlite.Raw(ctx, c, func(sc *sqlite.Conn) error {
@@ -202,6 +208,9 @@ func (t *Table) GetTo(key string, w io.Writer) (int64, error) {
 			defer b.Close()
 			if b.Size() != size {
 				return fmt.Errorf("%w: blob of %d bytes, length(value) %d", store.ErrCorrupt, b.Size(), size)
+			}
+			if limit >= 0 {
+				size = min(size, limit)
 			}
 			buf := make([]byte, min(size, pieceSize))
 			for done < size {

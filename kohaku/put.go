@@ -136,8 +136,9 @@ func (t *Table) PutBatch(items []Item) error {
 //
 // The write lock is held only while a local copy is written: r is read
 // inside the transaction only when it is an in-memory reader
-// (*bytes.Reader, *strings.Reader) or a regular *os.File, whose reads
-// never wait on anything slow. Any other reader (a pipe, a socket, a
+// (*bytes.Reader, *strings.Reader), a regular *os.File or a fileSection
+// of one (the file-system view's spill), whose reads never wait on
+// anything slow. Any other reader (a pipe, a socket, a
 // decompressor), and every reader of unknown size, is first spooled to an
 // unlinked temporary file beside the database (up to the row limit), and
 // a short or long reader is found out there, before the lock is asked
@@ -274,8 +275,40 @@ func direct(r io.Reader) bool {
 	case *os.File:
 		fi, err := r.Stat()
 		return err == nil && fi.Mode().IsRegular()
+	case *fileSection:
+		fi, err := r.f.Stat()
+		return err == nil && fi.Mode().IsRegular()
 	}
 	return false
+}
+
+// fileSection reads the first size bytes of a regular file through
+// ReadAt, leaving the file's offset alone (the file-system view's spill
+// is written through WriteAt by other handles meanwhile). PutReader reads
+// it inside its transaction as it reads an *os.File, without spooling a
+// second copy: an io.SectionReader would hide the file from direct. A
+// file shorter than size makes the reader end early, which PutReader
+// refuses.
+type fileSection struct {
+	f    *os.File
+	off  int64 // next byte to read
+	size int64
+}
+
+// Read reads on from where the last Read ended.
+func (r *fileSection) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.size-r.off {
+		p = p[:r.size-r.off]
+	}
+	n, err := r.f.ReadAt(p, r.off)
+	r.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
 }
 
 // spool copies r to an unlinked temporary file beside the database (the
