@@ -205,8 +205,8 @@ func TestSlowReaderDoesNotStarveCheckpoints(t *testing.T) {
 		t.Skip("writes 2 GiB (about a minute); runs without -short")
 	}
 	// A reader pins the log for as long as one of its reads runs, so the
-	// peak is about the write rate times the longest read: 200-260 MiB
-	// alone, 326 MiB once with the whole suite running on two cores. A
+	// peak is about the write rate times the longest read: 100 MiB alone,
+	// 326 MiB once with the whole suite running on two cores. A
 	// starved checkpoint would let it reach the 2 GiB written; a quarter
 	// of that still tells the two apart.
 	const (
