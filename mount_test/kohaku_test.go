@@ -452,3 +452,83 @@ func TestKohakuMountDaemon(t *testing.T) {
 		t.Errorf("the daemon changed the schema:\nbefore %s\nafter  %s", schema, s)
 	}
 }
+
+// TestKohakuTwoMountsOneFile: two mounts (two daemons) of one KohakuVault
+// file, each writing its own files and both rewriting one shared file,
+// while each lists the other's directory. Every file either wrote is
+// there byte for byte, and the shared file holds one writer's whole last
+// value, never a mix: a value is committed whole, and between processes
+// the last commit wins.
+func TestKohakuTwoMountsOneFile(t *testing.T) {
+	kohakuWatchdog(t, 3*time.Minute)
+	d := newVaultDir(t)
+	d.db = kohakutest.CopyFixture(t, "format-c.db")
+	m1 := mountDaemon(t, d)
+	d2 := d
+	d2.mnt = filepath.Join(d.dir, "mnt2")
+	if err := os.Mkdir(d2.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m2 := mountDaemon(t, d2)
+	for _, m := range []*mounted{m1, m2} {
+		for _, dir := range []string{"from1", "from2"} {
+			if err := os.MkdirAll(m.path(dir), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const rounds = 40
+	value := func(writer, round int) []byte {
+		return bytes.Repeat([]byte(fmt.Sprintf("writer %d round %03d|", writer, round)), 7000)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w, m := range []*mounted{m1, m2} {
+		writer := w + 1
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				if err := os.WriteFile(m.path(fmt.Sprintf("from%d", writer), fmt.Sprintf("f%03d", i)), value(writer, i), 0o644); err != nil {
+					errs <- fmt.Errorf("writer %d file %d: %w", writer, i, err)
+					return
+				}
+				if err := os.WriteFile(m.path("shared.bin"), value(writer, i), 0o644); err != nil {
+					errs <- fmt.Errorf("writer %d shared %d: %w", writer, i, err)
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			other := fmt.Sprintf("from%d", 3-writer)
+			for range rounds {
+				if _, err := os.ReadDir(m.path(other)); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs <- fmt.Errorf("listing %s on mount %d: %w", other, writer, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	m1.unmount(t)
+	m2.unmount(t)
+	got := kohakutest.ReadAll(t, d.db, "kv")
+	for writer := 1; writer <= 2; writer++ {
+		for i := range rounds {
+			key := fmt.Sprintf("from%d/f%03d", writer, i)
+			if !bytes.Equal(got[key], value(writer, i)) {
+				t.Errorf("%s: %d bytes, not the %d written", key, len(got[key]), len(value(writer, i)))
+			}
+		}
+	}
+	shared := got["shared.bin"]
+	if !bytes.Equal(shared, value(1, rounds-1)) && !bytes.Equal(shared, value(2, rounds-1)) {
+		head := shared[:min(len(shared), 40)]
+		t.Errorf("shared.bin holds %d bytes starting %q: not one writer's whole last value", len(shared), head)
+	}
+}
