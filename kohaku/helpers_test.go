@@ -23,7 +23,7 @@ func watchdog(t testing.TB, d time.Duration) {
 	t.Cleanup(func() { timer.Stop() })
 }
 
-// The spec's CREATE statements (KOHAKUVAULT-FORMAT.md 3, 4, 5.1), byte
+// The spec's CREATE statements (docs/kohakuvault-format.md 3, 4, 5.1), byte
 // for byte, with {t} = kv.
 const (
 	createA = `

@@ -119,7 +119,7 @@ func removeDB(path string) {
 	}
 }
 
-// The spec's statements for a format-C file (KOHAKUVAULT-FORMAT.md 5.1,
+// The spec's statements for a format-C file (docs/kohakuvault-format.md 5.1,
 // 4), byte for byte with {t} = kv: kohakuvault_meta first, as
 // KVault.__init__ of v0.7+ runs them.
 const (

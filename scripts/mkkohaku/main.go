@@ -1,5 +1,5 @@
 // Command mkkohaku writes the KohakuVault fixture files of kohaku/testdata
-// from the format spec (shared KOHAKUVAULT-FORMAT.md), the way KohakuVault
+// from the format spec (docs/kohakuvault-format.md), the way KohakuVault
 // writes them: its CREATE statements byte for byte, page_size 32768 set
 // before the first table, journal_mode WAL persisted in the header, keys and
 // values bound as BLOBs through its own upserts, then checkpointed and closed
