@@ -2,48 +2,15 @@ package kohaku
 
 import (
 	"bytes"
-	"database/sql"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/kohakuvault/kvaultfs/internal/kohakutest"
 	"github.com/kohakuvault/kvaultfs/store"
 )
-
-// schemaOf returns the sqlite_schema rows of the given tables (their own
-// rows and their indexes) in kohakutest.Schema's layout.
-func schemaOf(t *testing.T, path string, tables ...string) string {
-	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT type, name, tbl_name, quote(sql) FROM sqlite_schema ORDER BY type, name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var b strings.Builder
-	for rows.Next() {
-		var typ, name, tbl, text string
-		if err := rows.Scan(&typ, &name, &tbl, &text); err != nil {
-			t.Fatal(err)
-		}
-		if slices.Contains(tables, tbl) {
-			fmt.Fprintf(&b, "%s|%s|%s|%s\n", typ, name, tbl, text)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
-}
 
 // TestCreateLikeKohakuVault checks that a created file is what KohakuVault
 // v0.8 makes: the schema text of kohakuvault_meta and kv identical to the
@@ -56,7 +23,7 @@ func TestCreateLikeKohakuVault(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := kohakutest.Schema(t, path)
-	want := schemaOf(t, kohakutest.CopyFixture(t, "format-c.db"), "kohakuvault_meta", "kv")
+	want := kohakutest.SchemaOf(t, kohakutest.CopyFixture(t, "format-c.db"), "kohakuvault_meta", "kv")
 	if got != want || !strings.Contains(got, "table|kv|kv|") {
 		t.Errorf("schema of a created file:\n%s\nwant (format-c.db's rows for kohakuvault_meta and kv):\n%s", got, want)
 	}

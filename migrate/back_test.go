@@ -53,7 +53,7 @@ func TestBackNewFile(t *testing.T) {
 		t.Errorf("%+v, want %d copied", res, len(want))
 	}
 	sameMaps(t, "KohakuVault copy", kohakutest.ReadAll(t, dst, "kv"), want)
-	if got, fx := schemaOf(t, dst), schemaOf(t, kohakutest.CopyFixture(t, "format-c.db"), "kohakuvault_meta", "kv"); got != fx {
+	if got, fx := kohakutest.SchemaOf(t, dst), kohakutest.SchemaOf(t, kohakutest.CopyFixture(t, "format-c.db"), "kohakuvault_meta", "kv"); got != fx {
 		t.Errorf("schema of the new file:\n%s\nwant format-c.db's:\n%s", got, fx)
 	}
 	if ps := kohakutest.PageSize(t, dst); ps != 32768 {

@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"bytes"
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -135,34 +134,4 @@ func sameMaps(t testing.TB, what string, got, want map[string][]byte) {
 		slices.Sort(diffs)
 		t.Errorf("%s: %d differences: %s", what, len(diffs), strings.Join(diffs, "; "))
 	}
-}
-
-// schemaOf returns the sqlite_schema rows of the given tables and their
-// indexes, in the layout of kohakutest.Schema.
-func schemaOf(t testing.TB, path string, tables ...string) string {
-	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT type, name, tbl_name, quote(sql) FROM sqlite_schema ORDER BY type, name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var b strings.Builder
-	for rows.Next() {
-		var typ, name, tbl, text string
-		if err := rows.Scan(&typ, &name, &tbl, &text); err != nil {
-			t.Fatal(err)
-		}
-		if len(tables) == 0 || slices.Contains(tables, tbl) {
-			fmt.Fprintf(&b, "%s|%s|%s|%s\n", typ, name, tbl, text)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -201,6 +202,13 @@ func nonNil(b []byte) []byte {
 // VACUUM may move it.
 func Schema(tb testing.TB, path string) string {
 	tb.Helper()
+	return SchemaOf(tb, path)
+}
+
+// SchemaOf is Schema limited to the rows of the given tables and their
+// indexes (all rows when none is given).
+func SchemaOf(tb testing.TB, path string, tables ...string) string {
+	tb.Helper()
 	db := open(tb, path)
 	defer closeDB(tb, db)
 	rows, err := db.Query("SELECT type, name, tbl_name, quote(sql) FROM sqlite_schema ORDER BY type, name")
@@ -214,7 +222,9 @@ func Schema(tb testing.TB, path string) string {
 		if err := rows.Scan(&typ, &name, &tbl, &sqlText); err != nil {
 			tb.Fatalf("kohakutest: schema of %s: %v", path, err)
 		}
-		fmt.Fprintf(&b, "%s|%s|%s|%s\n", typ, name, tbl, sqlText)
+		if len(tables) == 0 || slices.Contains(tables, tbl) {
+			fmt.Fprintf(&b, "%s|%s|%s|%s\n", typ, name, tbl, sqlText)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		tb.Fatalf("kohakutest: schema of %s: %v", path, err)
